@@ -1,0 +1,44 @@
+# The two commands a new user needs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test token lint docker-lint bench venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## run: PostgreSQL + MinIO + the broker on 127.0.0.1:8000, state in .state/ (Ctrl-C stops all)
+run: $(STAMP)
+	$(BIN)/broker dev
+
+## token: print a bearer token for the local stack, e.g. make token SUB=alice
+token: $(STAMP)
+	@$(BIN)/broker token --env-file .state/dev.env --sub $(or $(SUB),alice) $(if $(ADMIN),--admin)
+
+## test: the whole suite against real PostgreSQL and MinIO
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check broker tests bench
+	$(BIN)/ruff format --check broker tests bench
+	$(BIN)/mypy broker
+
+## docker-lint: validate compose.yaml against the compose-spec schema and lint the Dockerfile
+docker-lint: $(STAMP)
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+	$(BIN)/hadolint Dockerfile
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .state

@@ -1,0 +1,1 @@
+"""Presigned-URL upload broker for PostgreSQL + MinIO."""

@@ -1,0 +1,41 @@
+"""Dependencies shared by the routes, as Annotated aliases so signatures read plainly."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from broker import auth, errors, uploads
+from broker.config import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_uploads(request: Request) -> uploads.Uploads:
+    return request.app.state.uploads  # type: ignore[no-any-return]
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, if there is one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def get_principal(request: Request) -> auth.Principal:
+    token = bearer_token(request)
+    if token is None:
+        raise errors.Unauthorized()
+    try:
+        return auth.verify_token(request.app.state.settings.jwt_secret, token)
+    except auth.InvalidToken as exc:
+        raise errors.Unauthorized("the bearer token is invalid or expired") from exc
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+UploadsDep = Annotated[uploads.Uploads, Depends(get_uploads)]
+PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]

@@ -1,0 +1,26 @@
+"""OpenAPI descriptions of the error responses a route can give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.api import schemas
+
+DESCRIPTIONS = {
+    400: "Malformed request (body is not JSON, or a bad cursor)",
+    401: "Missing, expired or forged token",
+    404: "No such upload (or it belongs to someone else)",
+    409: "The upload is not in a state that allows this",
+    413: "The file is larger than allowed",
+    415: "The content type is not allowed",
+    422: "A field is invalid; details list each problem",
+    503: "The database or storage is unavailable; retry later",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` argument of a route for these error statuses."""
+    return {
+        code: {"model": schemas.ErrorResponse, "description": DESCRIPTIONS[code]}
+        for code in statuses
+    }

@@ -1,0 +1,47 @@
+"""The MinIO bucket-notification webhook."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from fastapi import APIRouter, Request
+
+from broker import errors, events
+from broker.api import schemas
+from broker.api.deps import SettingsDep, UploadsDep
+from broker.api.errors_doc import responses
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+log = logging.getLogger("broker.webhooks")
+
+
+@router.post("/minio", response_model=schemas.WebhookResult, responses=responses(401, 503))
+async def minio_webhook(
+    request: Request, settings: SettingsDep, service: UploadsDep
+) -> schemas.WebhookResult:
+    """Receive MinIO bucket events and settle the uploads they are about.
+
+    Anything well-formed but unwanted is answered 2xx: a queued MinIO target retries a
+    non-2xx forever and holds back every later event. Only an unavailable database gives
+    503, so that MinIO delivers the event again later.
+    """
+    expected = f"Bearer {settings.webhook_token}".encode()
+    given = request.headers.get("authorization", "").encode()
+    if not hmac.compare_digest(given, expected):
+        raise errors.WebhookUnauthorized()
+    body = await request.body()
+    try:
+        parsed = events.parse_notification(body)
+    except events.MalformedNotification as exc:
+        log.warning("webhook.malformed", extra={"error": str(exc), "bytes": len(body)})
+        return schemas.WebhookResult(outcomes=["ignored_malformed"])
+    outcomes = []
+    for event in parsed:
+        outcome = await service.apply_event(event)
+        log.info(
+            "webhook.event",
+            extra={"event_name": event.name, "key": event.key, "outcome": outcome},
+        )
+        outcomes.append(outcome)
+    return schemas.WebhookResult(outcomes=outcomes)

@@ -1,0 +1,147 @@
+"""The FastAPI application: create_app(settings), its lifespan and its error handlers."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import tenacity
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from broker import errors, storage, uploads
+from broker.api import health, webhooks
+from broker.api import uploads as uploads_api
+from broker.config import Settings
+from broker.db import UNAVAILABLE_ERRORS, Database
+
+log = logging.getLogger("broker.app")
+
+
+def _waiting(what: str, settings: Settings) -> tenacity.AsyncRetrying:
+    """Bounded retries while a dependency comes up, saying what we wait for."""
+
+    def say(state: tenacity.RetryCallState) -> None:
+        log.info(
+            "startup.waiting",
+            extra={
+                "for": what,
+                "attempt": state.attempt_number,
+                "error": repr(state.outcome and state.outcome.exception()),
+            },
+        )
+
+    return tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_delay(settings.startup_timeout_seconds),
+        wait=tenacity.wait_exponential(multiplier=0.2, max=2),
+        before_sleep=say,
+        reraise=True,
+    )
+
+
+async def connect_database(settings: Settings) -> Database:
+    """Open the pool, retrying while PostgreSQL starts."""
+    async for attempt in _waiting("postgres", settings):
+        with attempt:
+            try:
+                return await Database.connect(
+                    settings.database_url,
+                    min_size=settings.db_pool_min,
+                    max_size=settings.db_pool_max,
+                )
+            except UNAVAILABLE_ERRORS as exc:
+                raise errors.DatabaseUnavailable() from exc
+    raise AssertionError("unreachable")
+
+
+async def connect_storage(settings: Settings) -> storage.Storage:
+    """Build the storage client and wait until the bucket answers."""
+    store = storage.Storage(settings)
+    async for attempt in _waiting("minio", settings):
+        with attempt:
+            await store.ping()
+    return store
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The broker's ASGI app; the pool and clients live on app.state during its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = await connect_database(settings)
+        try:
+            store = await connect_storage(settings)
+            app.state.db = db
+            app.state.storage = store
+            app.state.uploads = uploads.Uploads(db, store, settings)
+            # Start-up objects live for the whole process: keep them out of the garbage
+            # collector's full passes, which otherwise stall the event loop under load.
+            gc.collect()
+            gc.freeze()
+            log.info("startup.ready", extra={"bucket": settings.s3_bucket})
+            yield
+        finally:
+            await db.close()
+
+    app = FastAPI(
+        title="broker",
+        summary="Presigned-URL uploads to MinIO, recorded in PostgreSQL.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(uploads_api.router)
+    app.include_router(webhooks.router)
+    app.include_router(health.router)
+    _install_error_handlers(app)
+    return app
+
+
+def _error_response(error: errors.BrokerError) -> JSONResponse:
+    return JSONResponse(error.to_body(), status_code=error.status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.BrokerError)
+    async def broker_error(request: Request, exc: errors.BrokerError) -> JSONResponse:
+        if exc.status >= 500:
+            log.warning("request.unavailable", extra={"code": exc.code, "path": request.url.path})
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = exc.errors()
+        if any(problem["type"] == "json_invalid" for problem in problems):
+            return _error_response(errors.MalformedRequest())
+        details = [
+            {
+                "field": ".".join(str(part) for part in problem["loc"][1:]) or problem["loc"][0],
+                "in": problem["loc"][0],
+                "message": problem["msg"].removeprefix("Value error, "),
+            }
+            for problem in problems
+        ]
+        return _error_response(errors.InvalidRequest(details=details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error: errors.BrokerError
+        if exc.status_code == 404:
+            error = errors.RouteNotFound()
+        elif exc.status_code == 405:
+            error = errors.MethodNotAllowed()
+        else:
+            error = errors.BrokerError(str(exc.detail))
+        response = _error_response(error)
+        if exc.status_code < 500:
+            response.status_code = exc.status_code
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request.failed", exc_info=exc, extra={"path": request.url.path})
+        return _error_response(errors.BrokerError("internal error"))

@@ -1,0 +1,186 @@
+"""Command line: `broker serve | migrate | init | token | dev`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+import uvicorn
+from dotenv import dotenv_values
+from fastapi import FastAPI
+
+from broker import auth, config, devstack, logs, migrate, storage
+from broker.app import create_app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory: the app configured from the environment."""
+    settings = config.load_settings()
+    logs.configure(settings.log_level)
+    return create_app(settings)
+
+
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the API with uvicorn (uvloop + httptools when installed)."""
+    config.load_settings()  # fail before forking workers if the configuration is bad
+    uvicorn.run(
+        "broker.cli:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+    )
+
+
+async def run_migrations(database_url: str, action: str, steps: int) -> None:
+    """Apply, revert or list migrations and print what happened."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        if action == "up":
+            done = await migrate.upgrade(conn)
+            print("\n".join(f"applied {name}" for name in done) or "nothing to apply")
+        elif action == "down":
+            done = await migrate.downgrade(conn, steps)
+            print("\n".join(f"reverted {name}" for name in done) or "nothing to revert")
+        else:
+            for item in await migrate.status(conn):
+                print(f"{item.name:40} {item.applied_at or 'pending'}")
+    finally:
+        await conn.close()
+
+
+def initialize(settings: config.Settings) -> None:
+    """Apply migrations, create the bucket and subscribe it to the broker's webhook targets."""
+    asyncio.run(run_migrations(settings.database_url, "up", 0))
+    storage.Storage(settings).ensure_bucket(list(settings.s3_notify_arns))
+    print(f"bucket {settings.s3_bucket!r} subscribed to {', '.join(settings.s3_notify_arns)}")
+
+
+def mint_token(env_file: str, subject: str, ttl: int, admin: bool) -> str:
+    """A token signed with BROKER_JWT_SECRET from the environment or `env_file`."""
+    secret = os.environ.get("BROKER_JWT_SECRET") or dotenv_values(env_file).get("BROKER_JWT_SECRET")
+    if not secret:
+        raise config.ConfigError(f"BROKER_JWT_SECRET is not set (nor in {env_file})")
+    return auth.issue_token(secret, subject, ttl, admin=admin)
+
+
+def dev(state_dir: Path, host: str, port: int) -> None:
+    """Run PostgreSQL, MinIO and the broker locally in the foreground; Ctrl-C stops all three."""
+    env_file = state_dir / "dev.env"
+    values = _dev_environment(state_dir, env_file, port)
+    os.environ.update({k: v for k, v in values.items() if k not in os.environ})
+    pg_port = int(os.environ["BROKER_DEV_PG_PORT"])
+    minio_port = int(os.environ["BROKER_DEV_MINIO_PORT"])
+    postgres = devstack.LocalPostgres(state_dir / "pg", pg_port, values["BROKER_DEV_PG_PASSWORD"])
+    minio = devstack.LocalMinio(
+        data_dir=state_dir / "minio",
+        port=minio_port,
+        root_user=os.environ["BROKER_S3_ACCESS_KEY"],
+        root_password=os.environ["BROKER_S3_SECRET_KEY"],
+        webhook_endpoint=f"http://127.0.0.1:{port}/v1/webhooks/minio",
+        webhook_token=os.environ["BROKER_WEBHOOK_TOKEN"],
+        cors_origins=os.environ.get("BROKER_DEV_CORS_ORIGINS", "*"),
+    )
+    try:
+        print(f"starting PostgreSQL on 127.0.0.1:{pg_port} ...", flush=True)
+        postgres.start()
+        os.environ.setdefault("BROKER_DATABASE_URL", postgres.url)
+        print(f"starting MinIO on 127.0.0.1:{minio_port} ...", flush=True)
+        minio.start()
+        settings = config.load_settings()
+        initialize(settings)
+        print(
+            f"\nbroker      http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n"
+            f"minio       {minio.endpoint}  (credentials in {env_file})\n"
+            f"postgres    127.0.0.1:{pg_port}, data in {postgres.data_dir}\n"
+            f"state       {state_dir.resolve()}  (delete it to start from scratch)\n"
+            f"token       make token SUB=alice\n",
+            flush=True,
+        )
+        serve(host, port, workers=1)
+    finally:
+        minio.stop()
+        postgres.stop()
+        print("stopped MinIO and PostgreSQL", flush=True)
+
+
+def _dev_environment(state_dir: Path, env_file: Path, port: int) -> dict[str, str]:
+    """The local stack's settings, generated once into `env_file` and reused after."""
+    if env_file.exists():
+        return {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    minio_port = int(os.environ.get("BROKER_DEV_MINIO_PORT", "9000"))
+    values = {
+        "BROKER_DEV_PG_PORT": os.environ.get("BROKER_DEV_PG_PORT", "55432"),
+        "BROKER_DEV_PG_PASSWORD": secrets.token_hex(16),
+        "BROKER_DEV_MINIO_PORT": str(minio_port),
+        "BROKER_S3_ENDPOINT": f"http://127.0.0.1:{minio_port}",
+        "BROKER_S3_ACCESS_KEY": "broker-dev",
+        "BROKER_S3_SECRET_KEY": secrets.token_hex(20),
+        "BROKER_S3_BUCKET": "uploads",
+        "BROKER_JWT_SECRET": secrets.token_hex(32),
+        "BROKER_WEBHOOK_TOKEN": secrets.token_hex(24),
+    }
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    env_file.chmod(0o600)
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="broker", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = commands.add_parser("serve", help="serve the API (settings from BROKER_* variables)")
+    p_serve.add_argument("--host", default="127.0.0.1")
+    p_serve.add_argument("--port", type=int, default=8000)
+    p_serve.add_argument("--workers", type=int, default=1)
+
+    p_migrate = commands.add_parser("migrate", help="apply, revert or list schema migrations")
+    p_migrate.add_argument("action", nargs="?", choices=["up", "down", "status"], default="up")
+    p_migrate.add_argument("steps", nargs="?", type=int, default=1, help="with down: how many")
+
+    commands.add_parser("init", help="migrate, create the bucket and subscribe it to the webhook")
+
+    p_token = commands.add_parser("token", help="print a bearer token for local use")
+    p_token.add_argument("--sub", required=True, help="the owner the token speaks for")
+    p_token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    p_token.add_argument("--admin", action="store_true", help="add the admin claim")
+    p_token.add_argument("--env-file", default=".env")
+
+    p_dev = commands.add_parser("dev", help="run PostgreSQL, MinIO and the broker locally")
+    p_dev.add_argument("--state-dir", type=Path, default=Path(".state"))
+    p_dev.add_argument("--host", default="127.0.0.1")
+    p_dev.add_argument("--port", type=int, default=8000)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            serve(args.host, args.port, args.workers)
+        elif args.command == "migrate":
+            database_url = config.load_settings().database_url
+            asyncio.run(run_migrations(database_url, args.action, args.steps))
+        elif args.command == "init":
+            initialize(config.load_settings())
+        elif args.command == "token":
+            print(mint_token(args.env_file, args.sub, args.ttl, args.admin))
+        elif args.command == "dev":
+            dev(args.state_dir, args.host, args.port)
+    except (config.ConfigError, migrate.MigrationError, devstack.StackError) as exc:
+        print(f"broker: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Settings from BROKER_* environment variables (and an optional .env file)."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GIB = 1024**3
+MEDIA_TYPE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/([a-z0-9][a-z0-9!#$&^_.+-]*|\*)$")
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password"}
+
+
+class ConfigError(Exception):
+    """The configuration is missing or invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the broker; see .env.example for the meaning of each."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BROKER_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str
+    s3_endpoint: str
+    s3_public_endpoint: str = ""
+    s3_access_key: str
+    s3_secret_key: str
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "uploads"
+    s3_notify_arns: Annotated[tuple[str, ...], NoDecode] = (
+        "arn:minio:sqs::QUEUED:webhook",
+        "arn:minio:sqs::DIRECT:webhook",
+    )
+    jwt_secret: str = Field(min_length=32)
+    webhook_token: str = Field(min_length=16)
+
+    max_upload_bytes: int = Field(default=5 * GIB, ge=1, le=5 * 1024 * GIB)
+    allowed_content_types: Annotated[tuple[str, ...], NoDecode] = ("*/*",)
+    upload_url_ttl_seconds: int = Field(default=900, ge=1, le=604800)
+    download_url_ttl_seconds: int = Field(default=300, ge=1, le=604800)
+    pending_ttl_seconds: int = Field(default=86400, ge=60)
+
+    db_pool_min: int = Field(default=2, ge=1)
+    db_pool_max: int = Field(default=10, ge=1)
+    startup_timeout_seconds: float = Field(default=30, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("allowed_content_types", "s3_notify_arns", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_content_types")
+    @classmethod
+    def _check_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        value = tuple(pattern.lower() for pattern in value)
+        if not value:
+            raise ValueError("needs at least one pattern such as image/* or */*")
+        for pattern in value:
+            if pattern != "*/*" and not MEDIA_TYPE_PATTERN.match(pattern):
+                raise ValueError(
+                    f"{pattern!r} is not a media type pattern like image/png or image/*"
+                )
+        return value
+
+    @field_validator("s3_notify_arns")
+    @classmethod
+    def _check_arns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for arn in value:
+            if not re.fullmatch(r"arn:minio:sqs:[^:]*:[^:]+:webhook", arn):
+                raise ValueError(
+                    f"{arn!r} is not a MinIO webhook ARN like arn:minio:sqs::ID:webhook"
+                )
+        return value
+
+    @field_validator("s3_endpoint", "s3_public_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if value == "":
+            return value
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+        ):
+            raise ValueError("must be an http(s) URL with no path, like http://127.0.0.1:9000")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("postgres", "postgresql"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("jwt_secret", "webhook_token")
+    @classmethod
+    def _reject_placeholders(cls, value: str) -> str:
+        if value.lower().strip() in PLACEHOLDER_SECRETS or len(set(value)) < 8:
+            raise ValueError("is a placeholder; generate one with: openssl rand -hex 32")
+        if any(ch.isspace() for ch in value):
+            raise ValueError("must not contain whitespace")
+        return value
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> Settings:
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("BROKER_DB_POOL_MIN must not exceed BROKER_DB_POOL_MAX")
+        return self
+
+    @property
+    def public_endpoint(self) -> str:
+        """The S3 endpoint browsers use; presigned URLs are signed for this host."""
+        return self.s3_public_endpoint or self.s3_endpoint
+
+    def content_type_allowed(self, content_type: str) -> bool:
+        """Whether a (lower-case, parameter-free) media type matches an allowed pattern."""
+        return any(fnmatch.fnmatchcase(content_type, p) for p in self.allowed_content_types)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise ConfigError naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            name = f"BROKER_{field.upper()}" if field else "settings"
+            message = "is required but not set" if error["type"] == "missing" else error["msg"]
+            problems.append(f"{name} {message.removeprefix('Value error, ')}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

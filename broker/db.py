@@ -1,0 +1,100 @@
+"""PostgreSQL access: the pool, the named queries of queries.sql, driver errors as domain errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from broker import errors
+
+QUERIES_FILE = Path(__file__).with_name("queries.sql")
+_NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+# Failures that mean "the database is not there right now", as opposed to a bug in a query.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+def load_queries(path: Path = QUERIES_FILE) -> dict[str, str]:
+    """Split queries.sql into {name: statement}; each block starts with '-- name: x'."""
+    text = path.read_text()
+    names = list(_NAME_LINE.finditer(text))
+    queries: dict[str, str] = {}
+    for match, following in zip(names, [*names[1:], None], strict=True):
+        body = text[match.end() : following.start() if following else len(text)]
+        statement = "\n".join(
+            line for line in body.strip().splitlines() if not line.startswith("--")
+        ).strip()
+        if not statement or match.group(1) in queries:
+            raise ValueError(f"{path}: query {match.group(1)!r} is empty or defined twice")
+        queries[match.group(1)] = statement
+    return queries
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset-on-release round trip: no handler changes session state."""
+
+
+class Database:
+    """Runs the named queries on a pool; connection failures become DatabaseUnavailable."""
+
+    def __init__(self, pool: asyncpg.Pool, queries: dict[str, str]) -> None:
+        self.pool = pool
+        self.queries = queries
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int, max_size: int) -> Database:
+        """Open a pool; raises the driver's error if the database cannot be reached."""
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            reset=_keep_session,
+            command_timeout=30,
+        )
+        return cls(pool, load_queries())
+
+    async def close(self) -> None:
+        """Close every connection of the pool."""
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def _unavailable_as_error(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except UNAVAILABLE_ERRORS as exc:
+            raise errors.DatabaseUnavailable() from exc
+
+    async def fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
+        """Run a named query and return its first row, if any."""
+        async with self._unavailable_as_error():
+            return await self.pool.fetchrow(self.queries[name], *args)
+
+    async def fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
+        """Run a named query and return all its rows."""
+        async with self._unavailable_as_error():
+            return await self.pool.fetch(self.queries[name], *args)
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailable unless a trivial query answers."""
+        async with self._unavailable_as_error():
+            await self.pool.fetchval(self.queries["ping"])

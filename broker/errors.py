@@ -1,0 +1,119 @@
+"""The error catalogue: every error a client can see, with a stable code and HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class BrokerError(Exception):
+    """Something went wrong."""
+
+    code: ClassVar[str] = "ERR_INTERNAL"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, details: Any = None) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        self.details = details
+        super().__init__(self.message)
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body every error response carries."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class MalformedRequest(BrokerError):
+    """The request body is not valid JSON."""
+
+    code = "ERR_MALFORMED_REQUEST"
+    status = 400
+
+
+class InvalidRequest(BrokerError):
+    """The request is invalid; see details."""
+
+    code = "ERR_VALIDATION"
+    status = 422
+
+
+class InvalidCursor(BrokerError):
+    """The pagination cursor is not one this API returned."""
+
+    code = "ERR_INVALID_CURSOR"
+    status = 400
+
+
+class UploadTooLarge(BrokerError):
+    """The file is larger than allowed."""
+
+    code = "ERR_UPLOAD_TOO_LARGE"
+    status = 413
+
+
+class ContentTypeNotAllowed(BrokerError):
+    """This content type may not be uploaded."""
+
+    code = "ERR_CONTENT_TYPE_NOT_ALLOWED"
+    status = 415
+
+
+class Unauthorized(BrokerError):
+    """A valid bearer token is required."""
+
+    code = "ERR_UNAUTHORIZED"
+    status = 401
+
+
+class WebhookUnauthorized(BrokerError):
+    """The webhook token is missing or wrong."""
+
+    code = "ERR_WEBHOOK_UNAUTHORIZED"
+    status = 401
+
+
+class UploadNotFound(BrokerError):
+    """No such upload."""
+
+    code = "ERR_UPLOAD_NOT_FOUND"
+    status = 404
+
+
+class UploadNotFinalized(BrokerError):
+    """The upload is not finalized, so it cannot be downloaded."""
+
+    code = "ERR_UPLOAD_NOT_FINALIZED"
+    status = 409
+
+
+class RouteNotFound(BrokerError):
+    """No such route."""
+
+    code = "ERR_NOT_FOUND"
+    status = 404
+
+
+class MethodNotAllowed(BrokerError):
+    """This method is not allowed on this route."""
+
+    code = "ERR_METHOD_NOT_ALLOWED"
+    status = 405
+
+
+class DatabaseUnavailable(BrokerError):
+    """The database is unavailable; retry later."""
+
+    code = "ERR_DATABASE_UNAVAILABLE"
+    status = 503
+
+
+class StorageUnavailable(BrokerError):
+    """Object storage is unavailable; retry later."""
+
+    code = "ERR_STORAGE_UNAVAILABLE"
+    status = 503
+
+
+class NotReady(BrokerError):
+    """A dependency of the broker is unreachable."""
+
+    code = "ERR_NOT_READY"
+    status = 503

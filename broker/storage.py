@@ -1,0 +1,172 @@
+"""Object storage (MinIO over S3): presigned URLs, HEAD, DELETE, bucket setup. Only boto3 user."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from broker import errors, sigv4
+from broker.config import Settings
+
+SUBSCRIBED_EVENTS = [
+    "s3:ObjectCreated:Put",
+    "s3:ObjectCreated:Post",
+    "s3:ObjectCreated:CompleteMultipartUpload",
+    "s3:ObjectRemoved:*",
+]
+
+
+@dataclass(frozen=True)
+class PresignedRequest:
+    """A request the client makes itself: method, URL, the exact headers to send, and expiry."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What storage holds under a key."""
+
+    size: int
+    etag: str
+    content_type: str | None
+
+
+class Storage:
+    """One bucket: boto3 for calls the broker makes, a SigV4 presigner for the client's calls."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.s3_bucket
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint,
+            aws_access_key_id=settings.s3_access_key,
+            aws_secret_access_key=settings.s3_secret_key,
+            region_name=settings.s3_region,
+            config=botocore.config.Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                connect_timeout=3,
+                read_timeout=10,
+                retries={"max_attempts": 2, "mode": "standard"},
+            ),
+        )
+        # Browsers may reach MinIO by another host name than the broker does; the
+        # signature covers the host, so client URLs are signed for the public one.
+        self.presigner = sigv4.Presigner(
+            settings.public_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            settings.s3_region,
+        )
+
+    def presign_put(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        size: int,
+        sha256_base64: str | None,
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> PresignedRequest:
+        """A single PUT whose type, exact length and (optional) SHA-256 are fixed by the signature.
+
+        If-None-Match: * makes the URL single-use: once the object exists, MinIO refuses
+        another PUT, so finalized bytes cannot be overwritten with the same URL.
+        """
+        headers = {
+            "content-type": content_type,
+            "content-length": str(size),
+            "if-none-match": "*",
+        }
+        if sha256_base64 is not None:
+            headers["x-amz-checksum-sha256"] = sha256_base64
+        return self._presign("PUT", key, headers=headers, query={}, expires_in=expires_in, now=now)
+
+    def presign_get(
+        self, key: str, *, content_disposition: str, content_type: str, expires_in: int
+    ) -> PresignedRequest:
+        """A GET that makes MinIO answer with the given Content-Disposition and Content-Type."""
+        query = {
+            "response-content-disposition": content_disposition,
+            "response-content-type": content_type,
+        }
+        return self._presign("GET", key, headers={}, query=query, expires_in=expires_in)
+
+    def _presign(
+        self,
+        method: str,
+        key: str,
+        *,
+        headers: dict[str, str],
+        query: dict[str, str],
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> PresignedRequest:
+        now = now or datetime.now(UTC)
+        url = self.presigner.presign(
+            method, self.bucket, key, expires_in=expires_in, headers=headers, query=query, now=now
+        )
+        expires_at = now.replace(microsecond=0) + timedelta(seconds=expires_in)
+        return PresignedRequest(method=method, url=url, headers=headers, expires_at=expires_at)
+
+    async def head(self, key: str) -> StoredObject | None:
+        """What is stored under `key`, or None."""
+        try:
+            response = await self._call("head_object", Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return StoredObject(
+            size=response["ContentLength"],
+            etag=response["ETag"].strip('"'),
+            content_type=response.get("ContentType"),
+        )
+
+    async def delete(self, key: str) -> None:
+        """Remove the object under `key`; a missing object is not an error."""
+        await self._call("delete_object", Bucket=self.bucket, Key=key)
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable unless the bucket answers."""
+        try:
+            await self._call("head_bucket", Bucket=self.bucket)
+        except botocore.exceptions.ClientError as exc:
+            raise errors.StorageUnavailable(f"bucket {self.bucket!r} is not usable") from exc
+
+    async def _call(self, operation: str, **params: Any) -> Any:
+        method = getattr(self.client, operation)
+        try:
+            return await asyncio.to_thread(method, **params)
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise errors.StorageUnavailable() from exc
+
+    def ensure_bucket(self, notify_arns: list[str]) -> None:
+        """Create the bucket if missing and subscribe it to the events the broker handles.
+
+        Subscribing replaces the bucket's whole notification configuration.
+        """
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except botocore.exceptions.ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+        self.client.put_bucket_notification_configuration(
+            Bucket=self.bucket,
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {"Id": f"broker-{index}", "QueueArn": arn, "Events": SUBSCRIBED_EVENTS}
+                    for index, arn in enumerate(notify_arns)
+                ]
+            },
+        )

@@ -1,0 +1,148 @@
+"""Session-wide real services (PostgreSQL, MinIO, the broker on a real port) and helpers."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import boto3
+import botocore.config
+import httpx
+import pytest
+
+from broker import auth, config
+from tests import services
+from tests.tcp_proxy import TcpProxy
+
+
+@pytest.fixture(scope="session")
+def found_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Services]:
+    with services.services(tmp_path_factory.mktemp("stack")) as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+def database_url(found_services: services.Services) -> str:
+    """A migrated database of this run's own."""
+    url = services.run(
+        services.create_database(found_services.database_url, f"broker_{secrets.token_hex(4)}")
+    )
+    services.run(services.migrate_database(url))  # type: ignore[arg-type]
+    return url  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def pg_proxy(database_url: str) -> Iterator[TcpProxy]:
+    """The broker reaches PostgreSQL through this proxy, so a test can take the database away."""
+    parts = urlsplit(database_url)
+    proxy = TcpProxy(
+        services.devstack.free_port(), parts.hostname or "127.0.0.1", parts.port or 5432
+    )
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="session")
+def settings(
+    found_services: services.Services, database_url: str, pg_proxy: TcpProxy
+) -> config.Settings:
+    parts = urlsplit(database_url)
+    netloc = parts.netloc.rsplit("@", 1)
+    proxied = f"{netloc[0]}@127.0.0.1:{pg_proxy.listen_port}" if len(netloc) == 2 else netloc[0]
+    proxied_url = urlunsplit(parts._replace(netloc=proxied))
+    result = services.broker_settings(found_services, proxied_url, f"test-{secrets.token_hex(4)}")
+    services.subscribe_bucket(result)
+    return result
+
+
+@pytest.fixture(scope="session")
+def broker(settings: config.Settings, found_services: services.Services) -> Iterator[str]:
+    """The broker's base URL; MinIO's webhook targets point at this port."""
+    server = services.BrokerServer(settings, found_services.broker_port)
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def api(broker: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=broker, timeout=15) as client:
+        yield client
+
+
+@pytest.fixture
+def owner() -> str:
+    """A fresh owner per test, so tests never see each other's uploads."""
+    return f"user-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def token_for(settings: config.Settings) -> Callable[[str], dict[str, str]]:
+    def headers(subject: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {auth.issue_token(settings.jwt_secret, subject)}"}
+
+    return headers
+
+
+@pytest.fixture
+def auth_headers(owner: str, token_for: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    return token_for(owner)
+
+
+@pytest.fixture(scope="session")
+def s3(settings: config.Settings) -> Any:
+    """A root-credential S3 client, for what only an operator (or an attacker) could do."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key,
+        region_name=settings.s3_region,
+        config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
+def create_upload(
+    api: httpx.Client, headers: dict[str, str], data: bytes, **fields: Any
+) -> dict[str, Any]:
+    """POST /v1/uploads for `data` and return the 201 body."""
+    body = {"filename": "file.txt", "content_type": "text/plain", "size": len(data), **fields}
+    response = api.post("/v1/uploads", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def put_bytes(upload: dict[str, Any], data: bytes, **extra_headers: str) -> httpx.Response:
+    """PUT the bytes exactly as a browser would: the returned URL and headers, nothing else."""
+    headers = {**upload["upload"]["headers"], **extra_headers}
+    return httpx.put(upload["upload"]["url"], content=data, headers=headers, timeout=30)
+
+
+def wait_for_status(
+    api: httpx.Client, headers: dict[str, str], upload_id: str, status: str, timeout: float = 20
+) -> dict[str, Any]:
+    """Poll the record until it reaches `status`, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    record: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        record = api.get(f"/v1/uploads/{upload_id}", headers=headers).json()
+        if record.get("status") == status:
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"upload {upload_id} is {record.get('status')!r}, not {status!r}")
+
+
+def wait_until_object_gone(s3: Any, bucket: str, key: str, timeout: float = 20) -> None:
+    """Poll storage until nothing is stored under `key`, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except s3.exceptions.ClientError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{key} is still in the bucket after {timeout}s")

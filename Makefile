@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test token lint docker-lint bench venv clean
+.PHONY: run test token lint docker-lint bench venv minio clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## minio: build the pinned MinIO (.minio-version) with go install unless a minio binary exists
+minio: $(STAMP)
+	@$(BIN)/python -c "from broker import devstack; print('minio:', devstack.minio_binary())"
 
 ## run: PostgreSQL + MinIO + the broker on 127.0.0.1:8000, state in .state/ (Ctrl-C stops all)
 run: $(STAMP)

@@ -29,8 +29,8 @@ class Settings(BaseSettings):
     database_url: str
     s3_endpoint: str
     s3_public_endpoint: str = ""
-    s3_access_key: str
-    s3_secret_key: str
+    s3_access_key: str = Field(min_length=1)
+    s3_secret_key: str = Field(min_length=1)
     s3_region: str = "us-east-1"
     s3_bucket: str = "uploads"
     s3_notify_arns: Annotated[tuple[str, ...], NoDecode] = (

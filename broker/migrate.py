@@ -111,7 +111,7 @@ async def upgrade(conn: asyncpg.Connection, directory: Path = DEFAULT_DIR) -> li
     await _locked(conn)
     try:
         applied = await _applied(conn, migrations)
-        done = []
+        done: list[str] = []
         for migration in migrations:
             if migration.version in applied:
                 continue
@@ -134,7 +134,7 @@ async def downgrade(
     await _locked(conn)
     try:
         applied = await _applied(conn, migrations)
-        done = []
+        done: list[str] = []
         for migration in reversed(migrations):
             if len(done) == steps:
                 break

@@ -161,12 +161,10 @@ class Storage:
             self.client.head_bucket(Bucket=self.bucket)
         except botocore.exceptions.ClientError:
             self.client.create_bucket(Bucket=self.bucket)
+        queues: list[Any] = [
+            {"Id": f"broker-{index}", "QueueArn": arn, "Events": SUBSCRIBED_EVENTS}
+            for index, arn in enumerate(notify_arns)
+        ]
         self.client.put_bucket_notification_configuration(
-            Bucket=self.bucket,
-            NotificationConfiguration={
-                "QueueConfigurations": [
-                    {"Id": f"broker-{index}", "QueueArn": arn, "Events": SUBSCRIBED_EVENTS}
-                    for index, arn in enumerate(notify_arns)
-                ]
-            },
+            Bucket=self.bucket, NotificationConfiguration={"QueueConfigurations": queues}
         )

@@ -1,0 +1,174 @@
+"""The HTTP API's contract: auth, ownership, validation errors, listing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+import pytest
+
+from broker import auth
+from tests.conftest import create_upload
+
+VALID = {"filename": "a.txt", "content_type": "text/plain", "size": 10}
+
+
+def test_health_and_readiness(api):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/readyz").json() == {"status": "ready"}
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Basic abc",
+        "Bearer not-a-jwt",
+        "Bearer " + jwt.encode({"sub": "mallory", "exp": int(time.time()) + 60}, "x" * 32, "HS256"),
+        "Bearer " + jwt.encode({"sub": "mallory"}, "x" * 32, "HS256"),
+    ],
+)
+def test_requests_without_a_valid_token_are_401(api, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    for response in (
+        api.post("/v1/uploads", json=VALID, headers=headers),
+        api.get("/v1/uploads", headers=headers),
+    ):
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "ERR_UNAUTHORIZED"
+
+
+def test_an_expired_token_is_401(api, settings):
+    token = auth.issue_token(settings.jwt_secret, "alice", ttl_seconds=-10)
+    response = api.get("/v1/uploads", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+
+
+def test_another_owners_upload_is_not_found(api, auth_headers, token_for):
+    upload = create_upload(api, auth_headers, b"private")
+    stranger = token_for("someone-else")
+    for method, path in [
+        ("GET", f"/v1/uploads/{upload['id']}"),
+        ("GET", f"/v1/uploads/{upload['id']}/download"),
+        ("DELETE", f"/v1/uploads/{upload['id']}"),
+    ]:
+        response = api.request(method, path, headers=stranger)
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "ERR_UPLOAD_NOT_FOUND"
+    assert (
+        api.get(f"/v1/uploads/{upload['id']}", headers=auth_headers).json()["status"] == "pending"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        ({**VALID, "size": 0}, 422, "ERR_VALIDATION", "size"),
+        ({**VALID, "size": -1}, 422, "ERR_VALIDATION", "size"),
+        ({**VALID, "size": "ten"}, 422, "ERR_VALIDATION", "size"),
+        ({**VALID, "size": 64 * 1024 * 1024 + 1}, 413, "ERR_UPLOAD_TOO_LARGE", None),
+        ({**VALID, "content_type": "video/mp4"}, 415, "ERR_CONTENT_TYPE_NOT_ALLOWED", None),
+        ({**VALID, "content_type": "not a type"}, 422, "ERR_VALIDATION", "content_type"),
+        (
+            {**VALID, "content_type": "text/plain\r\nx-evil: 1"},
+            422,
+            "ERR_VALIDATION",
+            "content_type",
+        ),
+        ({**VALID, "filename": ""}, 422, "ERR_VALIDATION", "filename"),
+        ({**VALID, "filename": "x" * 256}, 422, "ERR_VALIDATION", "filename"),
+        ({**VALID, "filename": "../etc/passwd"}, 422, "ERR_VALIDATION", "filename"),
+        ({**VALID, "filename": "a\\b.txt"}, 422, "ERR_VALIDATION", "filename"),
+        ({**VALID, "filename": "a\nb.txt"}, 422, "ERR_VALIDATION", "filename"),
+        ({**VALID, "filename": "gpj\u202e.exe"}, 422, "ERR_VALIDATION", "filename"),
+        ({**VALID, "sha256": "abc"}, 422, "ERR_VALIDATION", "sha256"),
+        (
+            {**VALID, "metadata": {f"k{i}": "v" for i in range(17)}},
+            422,
+            "ERR_VALIDATION",
+            "metadata",
+        ),
+        ({**VALID, "metadata": {"k": "v" * 513}}, 422, "ERR_VALIDATION", "metadata"),
+        ({**VALID, "metadata": {"bad key": "v"}}, 422, "ERR_VALIDATION", "metadata"),
+        ({**VALID, "metadata": {"k": 1}}, 422, "ERR_VALIDATION", "metadata.k"),
+        ({**VALID, "key": "chosen/by/me"}, 422, "ERR_VALIDATION", "key"),
+        ({"filename": "a.txt", "size": 10}, 422, "ERR_VALIDATION", "content_type"),
+    ],
+)
+def test_invalid_create_requests_get_a_clear_error_and_no_record(
+    api, auth_headers, body, status, code, field
+):
+    response = api.post("/v1/uploads", json=body, headers=auth_headers)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    if field:
+        assert field in [detail["field"] for detail in error["details"]]
+    assert api.get("/v1/uploads", headers=auth_headers).json()["items"] == []
+
+
+def test_a_body_that_is_not_json_is_400(api, auth_headers):
+    response = api.post(
+        "/v1/uploads",
+        content=b"{not json",
+        headers={**auth_headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "ERR_MALFORMED_REQUEST"
+
+
+def test_unknown_routes_methods_and_ids_have_json_errors(api, auth_headers):
+    assert api.get("/nope").json()["error"]["code"] == "ERR_NOT_FOUND"
+    assert (
+        api.put("/v1/uploads", headers=auth_headers).json()["error"]["code"]
+        == "ERR_METHOD_NOT_ALLOWED"
+    )
+    not_uuid = api.get("/v1/uploads/not-a-uuid", headers=auth_headers)
+    assert not_uuid.status_code == 422 and not_uuid.json()["error"]["code"] == "ERR_VALIDATION"
+    missing = api.get(f"/v1/uploads/{uuid.uuid4()}", headers=auth_headers)
+    assert missing.status_code == 404
+
+
+def test_listing_is_newest_first_paginated_and_filtered(api, auth_headers):
+    created = [create_upload(api, auth_headers, b"x" * (i + 1))["id"] for i in range(5)]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = api.get("/v1/uploads", params=params, headers=auth_headers).json()
+        assert len(page["items"]) <= 2
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(created))
+
+    api.delete(f"/v1/uploads/{created[0]}", headers=auth_headers)
+    deleted = api.get("/v1/uploads", params={"status": "deleted"}, headers=auth_headers).json()
+    assert [item["id"] for item in deleted["items"]] == [created[0]]
+    pending = api.get("/v1/uploads", params={"status": "pending"}, headers=auth_headers).json()
+    assert len(pending["items"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"cursor": "garbage"}, 400, "ERR_INVALID_CURSOR"),
+        ({"limit": 0}, 422, "ERR_VALIDATION"),
+        ({"limit": 101}, 422, "ERR_VALIDATION"),
+        ({"status": "lost"}, 422, "ERR_VALIDATION"),
+    ],
+)
+def test_bad_listing_parameters(api, auth_headers, params, status, code):
+    response = api.get("/v1/uploads", params=params, headers=auth_headers)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_openapi_documents_every_route_with_a_summary(api):
+    spec = api.get("/openapi.json").json()
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            assert operation.get("summary") or operation.get("description"), f"{method} {path}"
+    assert spec["components"]["schemas"]["CreateUpload"]["examples"]

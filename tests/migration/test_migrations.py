@@ -1,0 +1,97 @@
+"""Migrations on a real PostgreSQL: up, down, up again; locking; checksums; file rules."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from broker import migrate
+from tests import services
+
+TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+SCHEMA = """
+SELECT table_name, column_name, data_type, is_nullable, column_default
+FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, column_name
+"""
+
+
+@pytest.fixture
+def empty_database(found_services) -> str:
+    return services.run(
+        services.create_database(found_services.database_url, f"migr_{secrets.token_hex(4)}")
+    )  # type: ignore[return-value]
+
+
+async def _with_connection(url: str, work):
+    conn = await asyncpg.connect(url)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+def test_migrations_go_up_down_and_up_again_to_the_same_schema(empty_database):
+    async def scenario(conn):
+        applied = await migrate.upgrade(conn)
+        assert applied == [m.name for m in migrate.load_migrations()]
+        schema_after_up = await conn.fetch(SCHEMA)
+        assert "uploads" in [r["tablename"] for r in await conn.fetch(TABLES)]
+        assert await migrate.upgrade(conn) == []
+
+        reverted = await migrate.downgrade(conn, len(applied))
+        assert reverted == list(reversed(applied))
+        assert [r["tablename"] for r in await conn.fetch(TABLES)] == ["schema_migrations"]
+        assert all(s.applied_at is None for s in await migrate.status(conn))
+
+        assert await migrate.upgrade(conn) == applied
+        assert await conn.fetch(SCHEMA) == schema_after_up
+
+    services.run(_with_connection(empty_database, scenario))
+
+
+def test_two_processes_migrating_at_once_apply_each_migration_once(empty_database):
+    async def scenario():
+        first, second = await asyncpg.connect(empty_database), await asyncpg.connect(empty_database)
+        try:
+            results = await asyncio.gather(migrate.upgrade(first), migrate.upgrade(second))
+            rows = await first.fetch("SELECT version FROM schema_migrations")
+        finally:
+            await first.close()
+            await second.close()
+        assert sorted(results, key=len) == [[], [m.name for m in migrate.load_migrations()]]
+        assert len(rows) == len(migrate.load_migrations())
+
+    services.run(scenario())
+
+
+def test_a_changed_applied_migration_is_refused(empty_database, tmp_path: Path):
+    directory = tmp_path / "migrations"
+    shutil.copytree(migrate.DEFAULT_DIR, directory)
+
+    async def scenario(conn):
+        await migrate.upgrade(conn, directory)
+        first = sorted(directory.glob("*.sql"))[0]
+        first.write_text(first.read_text().replace("-- migrate:down", "-- edited\n-- migrate:down"))
+        with pytest.raises(migrate.MigrationError, match="changed after it was applied"):
+            await migrate.upgrade(conn, directory)
+
+    services.run(_with_connection(empty_database, scenario))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("1_x.sql", "-- migrate:up\n-- migrate:down\n", "named NNNN_snake_case.sql"),
+        ("0001_x.sql", "CREATE TABLE t ();", "needs one"),
+        ("0002_x.sql", "-- migrate:up\n-- migrate:down\n", "expected version 0001"),
+    ],
+)
+def test_malformed_migration_files_are_refused(tmp_path: Path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(migrate.MigrationError, match=message):
+        migrate.load_migrations(tmp_path)

@@ -1,0 +1,70 @@
+"""Settings: defaults, parsing, and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker import config
+
+GOOD = {
+    "BROKER_DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db",
+    "BROKER_S3_ENDPOINT": "http://127.0.0.1:9000",
+    "BROKER_S3_ACCESS_KEY": "access",
+    "BROKER_S3_SECRET_KEY": "secret-key",
+    "BROKER_JWT_SECRET": "0123456789abcdef0123456789abcdef",
+    "BROKER_WEBHOOK_TOKEN": "webhook-token-0123456789",
+}
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in list(__import__("os").environ):
+        if name.startswith("BROKER_"):
+            monkeypatch.delenv(name)
+    for name, value in GOOD.items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+def test_settings_defaults(env):
+    settings = config.load_settings()
+    assert settings.allowed_content_types == ("*/*",)
+    assert settings.max_upload_bytes == 5 * 1024**3
+    assert settings.public_endpoint == "http://127.0.0.1:9000"
+    assert settings.content_type_allowed("video/mp4")
+
+
+def test_settings_content_type_patterns(env):
+    env.setenv("BROKER_ALLOWED_CONTENT_TYPES", "image/*, Application/PDF")
+    settings = config.load_settings()
+    assert settings.allowed_content_types == ("image/*", "application/pdf")
+    assert settings.content_type_allowed("image/png")
+    assert settings.content_type_allowed("application/pdf")
+    assert not settings.content_type_allowed("text/plain")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("BROKER_DATABASE_URL", None, "BROKER_DATABASE_URL is required"),
+        ("BROKER_DATABASE_URL", "mysql://x", "BROKER_DATABASE_URL must be a postgresql:// URL"),
+        ("BROKER_S3_ENDPOINT", "127.0.0.1:9000", "BROKER_S3_ENDPOINT must be an http(s) URL"),
+        ("BROKER_JWT_SECRET", "short", "BROKER_JWT_SECRET"),
+        ("BROKER_JWT_SECRET", "a" * 40, "BROKER_JWT_SECRET is a placeholder"),
+        ("BROKER_WEBHOOK_TOKEN", "with space 0123456789", "BROKER_WEBHOOK_TOKEN must not contain"),
+        ("BROKER_MAX_UPLOAD_BYTES", "lots", "BROKER_MAX_UPLOAD_BYTES"),
+        ("BROKER_ALLOWED_CONTENT_TYPES", "images", "BROKER_ALLOWED_CONTENT_TYPES 'images'"),
+        ("BROKER_UPLOAD_URL_TTL_SECONDS", "604801", "BROKER_UPLOAD_URL_TTL_SECONDS"),
+        ("BROKER_S3_NOTIFY_ARNS", "arn:aws:sqs:x", "BROKER_S3_NOTIFY_ARNS"),
+    ],
+)
+def test_invalid_setting_is_named(env, name, value, message):
+    if value is None:
+        env.delenv(name)
+    else:
+        env.setenv(name, value)
+    with pytest.raises(config.ConfigError) as raised:
+        config.load_settings()
+    assert message in str(raised.value)
+    assert GOOD["BROKER_S3_SECRET_KEY"] not in str(raised.value)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 __all__ = ["Presigner"]
 
@@ -41,9 +42,31 @@ _UNSIGNED_HEADERS = frozenset(
 _DROPPED_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
 
 
+def _quote_table(safe: str) -> dict[int, str]:
+    keep = {ord(c) for c in f"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~{safe}"}
+    return {b: f"%{b:02X}" for b in range(256) if b not in keep}
+
+
+_QUERY_TABLE = _quote_table("")
+_PATH_TABLE = _quote_table("/")
+_is_plain_query = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
+_is_plain_path = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch
+_TRANS_36 = bytes(b ^ 0x36 for b in range(256))
+_TRANS_5C = bytes(b ^ 0x5C for b in range(256))
+
+
 def _q(value: str) -> str:
-    """Percent-encode like botocore.utils.percent_encode: only RFC 3986 unreserved stay."""
-    return quote(value, safe="-_.~")
+    """botocore.utils.percent_encode: UTF-8, only RFC 3986 unreserved characters kept."""
+    if _is_plain_query(value):
+        return value
+    return value.encode().decode("latin-1").translate(_QUERY_TABLE)
+
+
+def _q_path(value: str) -> str:
+    """Key quoting of botocore's greedy ``{Key+}`` label: percent_encode(key, safe="/~")."""
+    if _is_plain_path(value):
+        return value
+    return value.encode().decode("latin-1").translate(_PATH_TABLE)
 
 
 def _host_header(endpoint_url: str) -> str:

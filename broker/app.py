@@ -13,11 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker import errors, storage, uploads
-from broker.api import health, webhooks
+from broker import errors, finalization, multipart, storage, uploads
+from broker.api import health, parts, webhooks
 from broker.api import uploads as uploads_api
 from broker.config import Settings
 from broker.db import UNAVAILABLE_ERRORS, Database
+from broker.policies import load_policies
 
 log = logging.getLogger("broker.app")
 
@@ -70,6 +71,8 @@ async def connect_storage(settings: Settings) -> storage.Storage:
 def create_app(settings: Settings) -> FastAPI:
     """The broker's ASGI app; the pool and clients live on app.state during its lifespan."""
 
+    policies = load_policies(settings)  # a bad policies file stops the start here
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = await connect_database(settings)
@@ -77,7 +80,16 @@ def create_app(settings: Settings) -> FastAPI:
             store = await connect_storage(settings)
             app.state.db = db
             app.state.storage = store
-            app.state.uploads = uploads.Uploads(db, store, settings)
+            app.state.uploads = uploads.Uploads(
+                db,
+                store,
+                policies,
+                multipart_threshold=settings.multipart_threshold_bytes,
+                part_size=settings.multipart_part_size_bytes,
+                download_ttl=settings.download_url_ttl_seconds,
+            )
+            app.state.multipart = multipart.Multipart(app.state.uploads)
+            app.state.finalizer = finalization.Finalizer(db, store)
             # Start-up objects live for the whole process: keep them out of the garbage
             # collector's full passes, which otherwise stall the event loop under load.
             gc.collect()
@@ -95,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(uploads_api.router)
+    app.include_router(parts.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     _install_error_handlers(app)
@@ -143,5 +156,5 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("request.failed", exc_info=exc, extra={"path": request.url.path})
+        # The server logs the exception with its traceback; the client learns nothing more.
         return _error_response(errors.BrokerError("internal error"))

@@ -15,7 +15,7 @@ import uvicorn
 from dotenv import dotenv_values
 from fastapi import FastAPI
 
-from broker import auth, config, devstack, logs, migrate, storage
+from broker import auth, config, devstack, logs, migrate, policies, storage
 from broker.app import create_app
 
 
@@ -28,7 +28,8 @@ def app_from_env() -> FastAPI:
 
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the API with uvicorn (uvloop + httptools when installed)."""
-    config.load_settings()  # fail before forking workers if the configuration is bad
+    # Fail here, with a message naming the variable, before uvicorn forks workers.
+    policies.load_policies(config.load_settings())
     uvicorn.run(
         "broker.cli:app_from_env",
         factory=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
     upload_url_ttl_seconds: int = Field(default=900, ge=1, le=604800)
     download_url_ttl_seconds: int = Field(default=300, ge=1, le=604800)
     pending_ttl_seconds: int = Field(default=86400, ge=60)
+
+    policies_file: Path | None = None
+    multipart_threshold_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2)
+    multipart_part_size_bytes: int = Field(default=16 * 1024**2, ge=5 * 1024**2, le=5 * GIB)
 
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=10, ge=1)

@@ -94,7 +94,25 @@ class Database:
         async with self._unavailable_as_error():
             return await self.pool.fetch(self.queries[name], *args)
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """Run several named queries on one connection, committed together."""
+        async with self._unavailable_as_error(), self.pool.acquire() as conn, conn.transaction():
+            yield Transaction(conn, self.queries)
+
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless a trivial query answers."""
         async with self._unavailable_as_error():
             await self.pool.fetchval(self.queries["ping"])
+
+
+class Transaction:
+    """Named queries on the connection of an open transaction."""
+
+    def __init__(self, conn: asyncpg.Connection, queries: dict[str, str]) -> None:
+        self.conn = conn
+        self.queries = queries
+
+    async def fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
+        """Run a named query and return its first row, if any."""
+        return await self.conn.fetchrow(self.queries[name], *args)

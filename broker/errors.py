@@ -56,6 +56,62 @@ class ContentTypeNotAllowed(BrokerError):
     status = 415
 
 
+class UploadTooSmall(BrokerError):
+    """The file is smaller than the policy allows."""
+
+    code = "ERR_UPLOAD_TOO_SMALL"
+    status = 422
+
+
+class UnknownPolicy(BrokerError):
+    """No upload policy has this name."""
+
+    code = "ERR_UNKNOWN_POLICY"
+    status = 422
+
+
+class MultipartNotAllowed(BrokerError):
+    """The policy does not allow multipart uploads."""
+
+    code = "ERR_MULTIPART_NOT_ALLOWED"
+    status = 422
+
+
+class QuotaExceeded(BrokerError):
+    """The owner's upload quota would be exceeded; delete files or wait for pending ones."""
+
+    code = "ERR_QUOTA_EXCEEDED"
+    status = 403
+
+
+class IdempotencyKeyReused(BrokerError):
+    """This Idempotency-Key was already used with a different request."""
+
+    code = "ERR_IDEMPOTENCY_KEY_REUSED"
+    status = 409
+
+
+class NotMultipart(BrokerError):
+    """The upload is not a multipart upload."""
+
+    code = "ERR_NOT_MULTIPART"
+    status = 409
+
+
+class UploadNotPending(BrokerError):
+    """The upload is no longer pending."""
+
+    code = "ERR_UPLOAD_NOT_PENDING"
+    status = 409
+
+
+class InvalidParts(BrokerError):
+    """The part list does not match the parts storage holds; the upload stays resumable."""
+
+    code = "ERR_INVALID_PARTS"
+    status = 400
+
+
 class Unauthorized(BrokerError):
     """A valid bearer token is required."""
 

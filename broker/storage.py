@@ -33,12 +33,44 @@ class PresignedRequest:
 
 
 @dataclass(frozen=True)
+class PresignedForm:
+    """A browser form POST: the URL and the fields to send before the file field."""
+
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class StoredObject:
     """What storage holds under a key."""
 
     size: int
     etag: str
     content_type: str | None
+    checksum: str | None = None  # as MinIO reports it, e.g. base64 SHA-256, "-N" for multipart
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    """One part of a multipart upload as storage holds it."""
+
+    part_number: int
+    etag: str
+    size: int
+    checksum: str | None
+
+
+class MultipartError(Exception):
+    """Storage refused to complete a multipart upload (bad part list, or no such upload)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+CHECKSUM_HEADERS = {"SHA256": "x-amz-checksum-sha256", "CRC32C": "x-amz-checksum-crc32c"}
+CHECKSUM_FIELDS = {"SHA256": "ChecksumSHA256", "CRC32C": "ChecksumCRC32C"}
 
 
 class Storage:
@@ -62,6 +94,7 @@ class Storage:
         )
         # Browsers may reach MinIO by another host name than the broker does; the
         # signature covers the host, so client URLs are signed for the public one.
+        self.public_endpoint = settings.public_endpoint
         self.presigner = sigv4.Presigner(
             settings.public_endpoint,
             settings.s3_access_key,
@@ -93,6 +126,52 @@ class Storage:
             headers["x-amz-checksum-sha256"] = sha256_base64
         return self._presign("PUT", key, headers=headers, query={}, expires_in=expires_in, now=now)
 
+    def presign_part(
+        self,
+        key: str,
+        *,
+        upload_id: str,
+        part_number: int,
+        size: int,
+        checksum: tuple[str, str] | None,
+        expires_in: int,
+    ) -> PresignedRequest:
+        """An UploadPart PUT whose exact length (and checksum, as (algorithm, base64)) is signed."""
+        headers = {"content-length": str(size)}
+        if checksum is not None:
+            headers[CHECKSUM_HEADERS[checksum[0]]] = checksum[1]
+        query = {"partNumber": str(part_number), "uploadId": upload_id}
+        return self._presign("PUT", key, headers=headers, query=query, expires_in=expires_in)
+
+    def presign_post(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        size: int,
+        sha256_base64: str | None,
+        expires_in: int,
+    ) -> PresignedForm:
+        """A form POST whose policy pins key, type and exact length (content-length-range)."""
+        fields = {"Content-Type": content_type}
+        conditions: list[Any] = [
+            {"Content-Type": content_type},
+            ["content-length-range", size, size],
+        ]
+        if sha256_base64 is not None:
+            fields["x-amz-checksum-sha256"] = sha256_base64
+            conditions.append({"x-amz-checksum-sha256": sha256_base64})
+        now = datetime.now(UTC)
+        form = self.client.generate_presigned_post(
+            self.bucket, key, Fields=fields, Conditions=conditions, ExpiresIn=expires_in
+        )
+        # The policy signature does not cover the host, so only the URL needs the public one.
+        return PresignedForm(
+            url=f"{self.public_endpoint}/{self.bucket}",
+            fields=form["fields"],
+            expires_at=now.replace(microsecond=0) + timedelta(seconds=expires_in),
+        )
+
     def presign_get(
         self, key: str, *, content_disposition: str, content_type: str, expires_in: int
     ) -> PresignedRequest:
@@ -121,22 +200,98 @@ class Storage:
         return PresignedRequest(method=method, url=url, headers=headers, expires_at=expires_at)
 
     async def head(self, key: str) -> StoredObject | None:
-        """What is stored under `key`, or None."""
+        """What is stored under `key` (with its checksum, if it has one), or None."""
         try:
-            response = await self._call("head_object", Bucket=self.bucket, Key=key)
+            response = await self._call(
+                "head_object", Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
+            )
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
         return StoredObject(
             size=response["ContentLength"],
             etag=response["ETag"].strip('"'),
             content_type=response.get("ContentType"),
+            checksum=response.get("ChecksumSHA256") or response.get("ChecksumCRC32C"),
         )
 
     async def delete(self, key: str) -> None:
         """Remove the object under `key`; a missing object is not an error."""
         await self._call("delete_object", Bucket=self.bucket, Key=key)
+
+    async def create_multipart(
+        self, key: str, *, content_type: str, checksum_algorithm: str | None
+    ) -> str:
+        """Start a multipart upload; returns storage's upload id."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ContentType": content_type}
+        if checksum_algorithm is not None:
+            params["ChecksumAlgorithm"] = checksum_algorithm
+        response = await self._call("create_multipart_upload", **params)
+        return str(response["UploadId"])
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None:
+        """Every part storage holds for the upload, in order; None if the upload is gone."""
+        parts: list[StoredPart] = []
+        marker = 0
+        while True:
+            try:
+                response = await self._call(
+                    "list_parts",
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumberMarker=marker,
+                    MaxParts=1000,
+                )
+            except botocore.exceptions.ClientError as exc:
+                if _error_code(exc) == "NoSuchUpload":
+                    return None
+                raise
+            for part in response.get("Parts", []):
+                parts.append(
+                    StoredPart(
+                        part_number=part["PartNumber"],
+                        etag=part["ETag"].strip('"'),
+                        size=part["Size"],
+                        checksum=part.get("ChecksumSHA256") or part.get("ChecksumCRC32C"),
+                    )
+                )
+            if not response.get("IsTruncated"):
+                return parts
+            marker = int(response["NextPartNumberMarker"])
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: list[StoredPart], checksum_algorithm: str | None
+    ) -> None:
+        """Join the parts into the object; raises MultipartError when storage refuses."""
+        listed = []
+        for part in parts:
+            entry: dict[str, Any] = {"PartNumber": part.part_number, "ETag": f'"{part.etag}"'}
+            if checksum_algorithm is not None:
+                entry[CHECKSUM_FIELDS[checksum_algorithm]] = part.checksum
+            listed.append(entry)
+        try:
+            await self._call(
+                "complete_multipart_upload",
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": listed},
+            )
+        except botocore.exceptions.ClientError as exc:
+            message = exc.response.get("Error", {}).get("Message", "")
+            raise MultipartError(_error_code(exc), message) from exc
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload and free its parts; an unknown upload is not an error."""
+        try:
+            await self._call(
+                "abort_multipart_upload", Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
+        except botocore.exceptions.ClientError as exc:
+            if _error_code(exc) != "NoSuchUpload":
+                raise
 
     async def ping(self) -> None:
         """Raise StorageUnavailable unless the bucket answers."""
@@ -168,3 +323,7 @@ class Storage:
         self.client.put_bucket_notification_configuration(
             Bucket=self.bucket, NotificationConfiguration={"QueueConfigurations": queues}
         )
+
+
+def _error_code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -1,29 +1,34 @@
-"""The upload use cases and their state machine. No HTTP, no SQL text."""
+"""The upload use cases: create (policies, quotas, idempotency), read, list, download, delete.
+
+No HTTP, no SQL text. Storage events are applied in finalization.py, multipart parts in
+multipart.py.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
+import math
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Literal
 from urllib.parse import quote
 
 import asyncpg
 
-from broker import errors, events, storage
-from broker.config import Settings
+from broker import errors, storage
 from broker.db import Database
+from broker.policies import Policies, Policy
 
 log = logging.getLogger("broker.uploads")
 
-STATUSES = ("pending", "finalized", "rejected", "expired", "deleted")
-# A created event for a record in one of these states means bytes arrived that no record
-# keeps; they are deleted so that no object stays in the bucket without a live record.
-DEAD_STATUSES = frozenset({"rejected", "expired", "deleted"})
-KEY_PREFIX = "uploads/"
+MIB = 1024**2
+MAX_PARTS = 10_000
+Transfer = Literal["put", "post", "multipart"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,39 @@ class NewUpload:
     size: int
     sha256: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    policy: str | None = None
+    method: Literal["PUT", "POST"] = "PUT"
+    multipart: bool = False
+    checksum_algorithm: Literal["SHA256", "CRC32C"] | None = None
+
+    def fingerprint(self) -> str:
+        """Identifies the request, so a reused Idempotency-Key with another body is caught."""
+        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class MultipartPlan:
+    """How the client sends a multipart upload: parts of part_size bytes, the last one shorter."""
+
+    upload_id: str
+    part_size: int
+    part_count: int
+    checksum_algorithm: str | None
+
+
+@dataclass(frozen=True)
+class Created:
+    """A created (or, for a retried Idempotency-Key, found) upload and how to send its bytes.
+
+    `put`, `form` or `multipart` is set while the upload is pending, per its transfer.
+    """
+
+    record: asyncpg.Record
+    replayed: bool = False
+    put: storage.PresignedRequest | None = None
+    form: storage.PresignedForm | None = None
+    multipart: MultipartPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +88,18 @@ def media_type_essence(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+def plan_part_size(size: int, preferred: int) -> tuple[int, int]:
+    """(part_size, part_count) within S3's limits: >= 5 MiB parts, at most 10,000 of them."""
+    smallest = math.ceil(size / MAX_PARTS / MIB) * MIB
+    part_size = max(preferred, smallest)
+    return part_size, math.ceil(size / part_size)
+
+
+def part_length(size: int, part_size: int, part_count: int, part_number: int) -> int:
+    """The exact byte count of one part: part_size, except the remainder in the last."""
+    return part_size if part_number < part_count else size - part_size * (part_count - 1)
+
+
 def content_disposition(filename: str) -> str:
     """An attachment header carrying any filename safely (RFC 6266 with RFC 5987 encoding).
 
@@ -61,13 +111,9 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
 
 
-def rejection_reason(upload: asyncpg.Record, event: events.ObjectEvent) -> str | None:
-    """Why the stored object does not match what the record promised, or None if it does."""
-    if event.size != upload["size"]:
-        return "size_mismatch"
-    if event.content_type is not None and event.content_type != upload["content_type"]:
-        return "content_type_mismatch"
-    return None
+def sha256_base64(hex_digest: str | None) -> str | None:
+    """The hex SHA-256 the API takes, in the base64 form S3 checksum headers use."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode() if hex_digest else None
 
 
 def encode_cursor(row: asyncpg.Record) -> str:
@@ -87,53 +133,216 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 class Uploads:
-    """Create, read, list, download, delete uploads, and apply storage events to them."""
+    """Create, read, list, download and delete uploads."""
 
-    def __init__(self, db: Database, store: storage.Storage, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: storage.Storage,
+        policies: Policies,
+        *,
+        multipart_threshold: int,
+        part_size: int,
+        download_ttl: int,
+    ) -> None:
         self.db = db
         self.storage = store
-        self.settings = settings
+        self.policies = policies
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self.download_ttl = download_ttl
 
-    async def create(
-        self, owner: str, new: NewUpload
-    ) -> tuple[asyncpg.Record, storage.PresignedRequest]:
-        """Check the request against the limits, record it as pending, presign its PUT."""
-        if new.size > self.settings.max_upload_bytes:
-            raise errors.UploadTooLarge(
-                f"size {new.size} exceeds the limit of {self.settings.max_upload_bytes} bytes",
-                details={"max_size": self.settings.max_upload_bytes},
+    def _policy(self, name: str | None) -> Policy:
+        policy = self.policies.get(name)
+        if policy is None:
+            raise errors.UnknownPolicy(
+                f"no upload policy named {name!r}",
+                details={"policies": sorted(self.policies.by_name)},
             )
-        if not self.settings.content_type_allowed(media_type_essence(new.content_type)):
+        return policy
+
+    def _transfer(self, new: NewUpload, policy: Policy) -> Transfer:
+        if new.multipart and new.method == "POST":
+            raise errors.InvalidRequest(
+                details=[{"field": "method", "in": "body", "message": "POST is single-part"}]
+            )
+        wants_multipart = new.multipart or (
+            new.method == "PUT" and new.size > self.multipart_threshold
+        )
+        if wants_multipart and not policy.multipart:
+            if new.multipart:
+                raise errors.MultipartNotAllowed(f"policy {policy.name!r} does not allow multipart")
+            return "put"
+        if new.checksum_algorithm is not None and not wants_multipart:
+            raise errors.InvalidRequest(
+                details=[
+                    {
+                        "field": "checksum_algorithm",
+                        "in": "body",
+                        "message": "per-part checksums are for multipart uploads; "
+                        "give sha256 for a single PUT or POST",
+                    }
+                ]
+            )
+        if wants_multipart and new.sha256 is not None:
+            raise errors.InvalidRequest(
+                details=[
+                    {
+                        "field": "sha256",
+                        "in": "body",
+                        "message": "a whole-file SHA-256 cannot be checked by storage for a "
+                        "multipart upload; use checksum_algorithm and per-part checksums",
+                    }
+                ]
+            )
+        if wants_multipart:
+            return "multipart"
+        return "post" if new.method == "POST" else "put"
+
+    def _check_limits(self, new: NewUpload, policy: Policy) -> None:
+        if new.size > policy.max_size:
+            raise errors.UploadTooLarge(
+                f"size {new.size} exceeds the limit of {policy.max_size} bytes",
+                details={"max_size": policy.max_size, "policy": policy.name},
+            )
+        if new.size < policy.min_size:
+            raise errors.UploadTooSmall(
+                f"size {new.size} is below the minimum of {policy.min_size} bytes",
+                details={"min_size": policy.min_size, "policy": policy.name},
+            )
+        if not policy.allows_content_type(media_type_essence(new.content_type)):
             raise errors.ContentTypeNotAllowed(
                 f"content type {new.content_type!r} is not allowed",
-                details={"allowed": list(self.settings.allowed_content_types)},
+                details={"allowed": list(policy.content_types), "policy": policy.name},
             )
+
+    async def create(
+        self, owner: str, new: NewUpload, idempotency_key: str | None = None
+    ) -> Created:
+        """Check the request against its policy and quota, record it pending, say how to send it.
+
+        Storage's multipart upload is started before the record is written, so a record
+        never points at a multipart upload that does not exist; if the insert then fails,
+        the multipart upload is aborted (or left to storage's stale-upload cleanup).
+        """
+        policy = self._policy(new.policy)
+        self._check_limits(new, policy)
+        transfer = self._transfer(new, policy)
+        fingerprint = new.fingerprint()
+        if idempotency_key is not None:
+            earlier = await self.db.fetchrow(
+                "get_upload_by_idempotency_key", owner, idempotency_key
+            )
+            if earlier is not None:
+                return self._replay(earlier, fingerprint)
+
         upload_id = uuid.uuid4()
-        key = f"{KEY_PREFIX}{upload_id}"
-        row = await self.db.fetchrow(
-            "insert_upload",
-            upload_id,
-            owner,
-            new.filename,
-            new.content_type,
-            new.size,
-            new.sha256,
-            new.metadata,
-            self.storage.bucket,
-            key,
-            float(self.settings.pending_ttl_seconds),
+        key = f"{policy.key_prefix}{upload_id}"
+        multipart_id = part_size = part_count = None
+        if transfer == "multipart":
+            part_size, part_count = plan_part_size(new.size, self.part_size)
+            multipart_id = await self.storage.create_multipart(
+                key, content_type=new.content_type, checksum_algorithm=new.checksum_algorithm
+            )
+        values = (
+            upload_id, owner, new.filename, new.content_type, new.size, new.sha256,
+            new.metadata, self.storage.bucket, key, float(policy.pending_ttl_seconds),
+            policy.name, transfer, multipart_id, part_size, part_count, new.checksum_algorithm,
+            idempotency_key, fingerprint,
+        )  # fmt: skip
+        try:
+            row = await self._insert(owner, policy, values)
+        except BaseException:
+            if multipart_id is not None:
+                await self.storage.abort_multipart(key, multipart_id)
+            raise
+        if row is None:
+            if multipart_id is not None:
+                await self.storage.abort_multipart(key, multipart_id)
+            earlier = None
+            if idempotency_key is not None:
+                earlier = await self.db.fetchrow(
+                    "get_upload_by_idempotency_key", owner, idempotency_key
+                )
+            if earlier is not None:
+                return self._replay(earlier, fingerprint)
+            raise errors.QuotaExceeded(details=self._quota_details(policy))
+        log.info(
+            "upload.created",
+            extra={"upload_id": str(upload_id), "policy": policy.name, "transfer": transfer},
         )
-        assert row is not None
+        return self._instructions(row)
+
+    async def _insert(
+        self, owner: str, policy: Policy, values: tuple[object, ...]
+    ) -> asyncpg.Record | None:
+        quotas = (policy.quota, self.policies.global_quota)
+        if all(q.bytes is None and q.count is None for q in quotas):
+            return await self.db.fetchrow("insert_upload", *values)
+        async with self.db.transaction() as tx:
+            await tx.fetchrow("lock_owner_quota", owner)
+            return await tx.fetchrow(
+                "insert_upload_within_quota",
+                *values,
+                policy.quota.bytes,
+                policy.quota.count,
+                self.policies.global_quota.bytes,
+                self.policies.global_quota.count,
+            )
+
+    def _quota_details(self, policy: Policy) -> dict[str, object]:
+        return {
+            "policy": policy.name,
+            "policy_quota": policy.quota.model_dump(),
+            "global_quota": self.policies.global_quota.model_dump(),
+        }
+
+    def _replay(self, earlier: asyncpg.Record, fingerprint: str) -> Created:
+        if earlier["request_hash"] != fingerprint:
+            raise errors.IdempotencyKeyReused(details={"upload_id": str(earlier["id"])})
+        created = self._instructions(earlier)
+        return Created(
+            record=created.record,
+            replayed=True,
+            put=created.put,
+            form=created.form,
+            multipart=created.multipart,
+        )
+
+    def _instructions(self, row: asyncpg.Record) -> Created:
+        """How to send the bytes of a pending upload (freshly signed), or nothing."""
+        if row["status"] != "pending":
+            return Created(record=row)
+        policy = self.policies.get(row["policy"]) or self._policy(None)
+        if row["transfer"] == "multipart":
+            plan = MultipartPlan(
+                upload_id=row["multipart_upload_id"],
+                part_size=row["part_size"],
+                part_count=row["part_count"],
+                checksum_algorithm=row["checksum_algorithm"],
+            )
+            return Created(record=row, multipart=plan)
+        if row["transfer"] == "post":
+            form = self.storage.presign_post(
+                row["object_key"],
+                content_type=row["content_type"],
+                size=row["size"],
+                sha256_base64=sha256_base64(row["sha256"]),
+                expires_in=policy.url_ttl_seconds,
+            )
+            return Created(record=row, form=form)
         put = self.storage.presign_put(
-            key,
-            content_type=new.content_type,
-            size=new.size,
-            sha256_base64=(
-                base64.b64encode(bytes.fromhex(new.sha256)).decode() if new.sha256 else None
-            ),
-            expires_in=self.settings.upload_url_ttl_seconds,
+            row["object_key"],
+            content_type=row["content_type"],
+            size=row["size"],
+            sha256_base64=sha256_base64(row["sha256"]),
+            expires_in=policy.url_ttl_seconds,
         )
-        return row, put
+        return Created(record=row, put=put)
+
+    def url_ttl(self, row: asyncpg.Record) -> int:
+        """How long URLs for this upload's bytes stay valid, by its policy."""
+        return (self.policies.get(row["policy"]) or self._policy(None)).url_ttl_seconds
 
     async def get(self, owner: str, upload_id: uuid.UUID) -> asyncpg.Record:
         """The owner's upload; someone else's is reported as not found."""
@@ -162,14 +371,15 @@ class Uploads:
             row["object_key"],
             content_disposition=content_disposition(row["filename"]),
             content_type=row["content_type"],
-            expires_in=self.settings.download_url_ttl_seconds,
+            expires_in=self.download_ttl,
         )
 
     async def delete(self, owner: str, upload_id: uuid.UUID) -> asyncpg.Record:
-        """Mark the upload deleted, then remove its object. Repeating it is harmless.
+        """Mark the upload deleted, then remove its object (or abort its multipart upload).
 
-        The record changes first: if removing the object fails, nothing points at it any
-        more and the object is only an orphan for the reconciler, never a dangling record.
+        The record changes first: if storage fails afterwards, nothing points at the object
+        any more and it is only an orphan for the reconciler, never a dangling record.
+        Repeating the call repeats the storage clean-up, which is harmless.
         """
         row = await self.db.fetchrow("mark_upload_deleted", upload_id, owner)
         if row is None:
@@ -177,52 +387,7 @@ class Uploads:
         else:
             log.info("upload.deleted", extra={"upload_id": str(upload_id), "by": "owner"})
         if row["status"] == "deleted":
+            if row["multipart_upload_id"] is not None:
+                await self.storage.abort_multipart(row["object_key"], row["multipart_upload_id"])
             await self.storage.delete(row["object_key"])
         return row
-
-    async def apply_event(self, event: events.ObjectEvent) -> str:
-        """Move the upload under the event's key to the state the event proves; return the outcome.
-
-        Every write is guarded by the expected state, so duplicates, late and out-of-order
-        deliveries change nothing that an earlier event already settled.
-        """
-        if event.bucket != self.storage.bucket:
-            return "ignored_other_bucket"
-        row = await self.db.fetchrow("get_upload_by_key", event.bucket, event.key)
-        if row is None:
-            return "ignored_unknown_key"
-        if event.kind is events.EventKind.REMOVED:
-            changed = await self.db.fetchrow("mark_upload_deleted_by_key", event.bucket, event.key)
-            return "deleted" if changed else "ignored_not_live"
-        if row["status"] in DEAD_STATUSES:
-            await self._delete_quietly(row)
-            return "removed_dead_object"
-        if row["status"] != "pending":
-            return "ignored_already_final"
-        reason = rejection_reason(row, event)
-        if reason is None:
-            changed = await self.db.fetchrow("mark_upload_finalized", row["id"], event.etag)
-            return "finalized" if changed else "ignored_already_final"
-        changed = await self.db.fetchrow("mark_upload_rejected", row["id"], reason)
-        if changed is None:
-            return "ignored_already_final"
-        log.warning(
-            "upload.rejected",
-            extra={
-                "upload_id": str(row["id"]),
-                "reason": reason,
-                "expected_size": row["size"],
-                "stored_size": event.size,
-                "expected_content_type": row["content_type"],
-                "stored_content_type": event.content_type,
-            },
-        )
-        await self._delete_quietly(row)
-        return "rejected"
-
-    async def _delete_quietly(self, row: asyncpg.Record) -> None:
-        """Remove an object nobody may keep; if storage is down it stays an orphan for later."""
-        try:
-            await self.storage.delete(row["object_key"])
-        except errors.StorageUnavailable:
-            log.warning("object.delete_failed", extra={"upload_id": str(row["id"])})

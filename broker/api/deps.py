@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from broker import auth, errors, uploads
+from broker import auth, errors, finalization, multipart, uploads
 from broker.config import Settings
 
 
@@ -16,6 +16,14 @@ def get_settings(request: Request) -> Settings:
 
 def get_uploads(request: Request) -> uploads.Uploads:
     return request.app.state.uploads  # type: ignore[no-any-return]
+
+
+def get_multipart(request: Request) -> multipart.Multipart:
+    return request.app.state.multipart  # type: ignore[no-any-return]
+
+
+def get_finalizer(request: Request) -> finalization.Finalizer:
+    return request.app.state.finalizer  # type: ignore[no-any-return]
 
 
 def bearer_token(request: Request) -> str | None:
@@ -38,4 +46,6 @@ def get_principal(request: Request) -> auth.Principal:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 UploadsDep = Annotated[uploads.Uploads, Depends(get_uploads)]
+MultipartDep = Annotated[multipart.Multipart, Depends(get_multipart)]
+FinalizerDep = Annotated[finalization.Finalizer, Depends(get_finalizer)]
 PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]

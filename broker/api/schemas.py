@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import unicodedata
 import uuid
@@ -82,24 +84,59 @@ class CreateUpload(BaseModel):
         description="Hex SHA-256 of the whole file; MinIO refuses bytes that do not match.",
     )
     metadata: Metadata = Field(default_factory=dict)
+    policy: str | None = Field(
+        default=None, max_length=64, description="Upload policy name; `default` when omitted."
+    )
+    method: Literal["PUT", "POST"] = Field(
+        default="PUT",
+        description="PUT (a presigned URL) or POST (a browser form whose policy caps the size).",
+    )
+    multipart: bool = Field(
+        default=False,
+        description="Send the file in parts (chosen anyway above the multipart threshold).",
+    )
+    checksum_algorithm: Literal["SHA256", "CRC32C"] | None = Field(
+        default=None,
+        description="Multipart only: every part then carries this checksum, verified by storage.",
+    )
 
 
 class PresignedRequestOut(BaseModel):
     """A request the client sends to storage itself, with exactly these headers."""
 
-    method: str
+    method: Literal["PUT"] = "PUT"
     url: str
     headers: dict[str, str]
     expires_at: datetime
 
     @classmethod
     def of(cls, request: storage.PresignedRequest) -> PresignedRequestOut:
-        return cls(
-            method=request.method,
-            url=request.url,
-            headers=request.headers,
-            expires_at=request.expires_at,
-        )
+        return cls(url=request.url, headers=request.headers, expires_at=request.expires_at)
+
+
+class PresignedFormOut(BaseModel):
+    """A multipart/form-data POST to `url`: these fields first, then the file as `file`."""
+
+    method: Literal["POST"] = "POST"
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+
+
+class MultipartOut(BaseModel):
+    """Send `part_count` parts of `part_size` bytes (the last one shorter), signed per part
+    by POST /v1/uploads/{id}/parts, then POST /v1/uploads/{id}/complete."""
+
+    method: Literal["multipart"] = "multipart"
+    upload_id: str
+    part_size: int
+    part_count: int
+    checksum_algorithm: str | None
+
+
+UploadInstructions = Annotated[
+    PresignedRequestOut | PresignedFormOut | MultipartOut, Field(discriminator="method")
+]
 
 
 class Upload(BaseModel):
@@ -113,7 +150,11 @@ class Upload(BaseModel):
     sha256: str | None
     metadata: dict[str, Any]
     key: str
+    policy: str
+    transfer: Literal["put", "post", "multipart"]
     etag: str | None
+    checksum_algorithm: str | None
+    checksum: str | None = Field(description="The checksum storage reported at finalization.")
     reject_reason: str | None
     created_at: datetime
     expires_at: datetime
@@ -131,7 +172,11 @@ class Upload(BaseModel):
             sha256=row["sha256"],
             metadata=row["metadata"],
             key=row["object_key"],
+            policy=row["policy"],
+            transfer=row["transfer"],
             etag=row["etag"],
+            checksum_algorithm=row["checksum_algorithm"],
+            checksum=row["checksum"],
             reject_reason=row["reject_reason"],
             created_at=row["created_at"],
             expires_at=row["expires_at"],
@@ -141,9 +186,76 @@ class Upload(BaseModel):
 
 
 class CreatedUpload(Upload):
-    """A new pending upload and the request that sends its bytes."""
+    """A new pending upload and how to send its bytes (null once it is no longer pending)."""
 
-    upload: PresignedRequestOut
+    upload: UploadInstructions | None
+
+
+def _base64(value: str) -> str:
+    try:
+        base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ValueError("must be base64") from exc
+    return value
+
+
+Base64 = Annotated[str, Field(min_length=8, max_length=44), AfterValidator(_base64)]
+
+
+class SignParts(BaseModel):
+    """Which parts to sign, and their checksums if the upload declared an algorithm."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"part_numbers": [1, 2, 3]}]},
+    )
+
+    part_numbers: list[Annotated[int, Field(ge=1, le=10000)]] = Field(min_length=1, max_length=1000)
+    checksums: dict[int, Base64] = Field(
+        default_factory=dict, description="part number -> base64 SHA-256 or CRC32C of the part"
+    )
+
+
+class SignedPart(BaseModel):
+    """A presigned UploadPart request; send exactly these headers and read back the ETag."""
+
+    part_number: int
+    url: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+class SignedParts(BaseModel):
+    parts: list[SignedPart]
+
+
+class StoredPartOut(BaseModel):
+    """A part storage already holds."""
+
+    part_number: int
+    etag: str
+    size: int
+    checksum: str | None
+
+
+class StoredParts(BaseModel):
+    parts: list[StoredPartOut]
+
+
+class CompletedPart(BaseModel):
+    part_number: int = Field(ge=1, le=10000)
+    etag: str = Field(min_length=1, max_length=128)
+
+
+class CompleteMultipart(BaseModel):
+    """Every part, as the ETags storage returned for them."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"parts": [{"part_number": 1, "etag": "9b2cf5..."}]}]},
+    )
+
+    parts: list[CompletedPart] = Field(min_length=1, max_length=10000)
 
 
 class UploadPage(BaseModel):

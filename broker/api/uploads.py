@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from broker import uploads
 from broker.api import schemas
@@ -15,17 +15,55 @@ from broker.api.errors_doc import responses
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Retrying with the same key and body returns the same upload.",
+    ),
+]
+
+
+def instructions(created: uploads.Created) -> schemas.UploadInstructions | None:
+    """The `upload` block of a create response."""
+    if created.put is not None:
+        return schemas.PresignedRequestOut.of(created.put)
+    if created.form is not None:
+        return schemas.PresignedFormOut(
+            url=created.form.url, fields=created.form.fields, expires_at=created.form.expires_at
+        )
+    if created.multipart is not None:
+        plan = created.multipart
+        return schemas.MultipartOut(
+            upload_id=plan.upload_id,
+            part_size=plan.part_size,
+            part_count=plan.part_count,
+            checksum_algorithm=plan.checksum_algorithm,
+        )
+    return None
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.CreatedUpload,
-    responses=responses(400, 401, 413, 415, 422, 503),
+    responses={
+        200: {"model": schemas.CreatedUpload, "description": "Replay of an Idempotency-Key"},
+        **responses(400, 401, 403, 409, 413, 415, 422, 503),
+    },
 )
 async def create_upload(
-    body: schemas.CreateUpload, principal: PrincipalDep, service: UploadsDep
+    body: schemas.CreateUpload,
+    principal: PrincipalDep,
+    service: UploadsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> schemas.CreatedUpload:
-    """Create a pending upload and get the presigned PUT that sends its bytes to storage."""
-    row, put = await service.create(
+    """Create a pending upload and get how to send its bytes straight to storage."""
+    created = await service.create(
         principal.subject,
         uploads.NewUpload(
             filename=body.filename,
@@ -33,10 +71,18 @@ async def create_upload(
             size=body.size,
             sha256=body.sha256.lower() if body.sha256 else None,
             metadata=body.metadata,
+            policy=body.policy,
+            method=body.method,
+            multipart=body.multipart,
+            checksum_algorithm=body.checksum_algorithm,
         ),
+        idempotency_key,
     )
+    if created.replayed:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
     return schemas.CreatedUpload(
-        **schemas.Upload.of(row).model_dump(), upload=schemas.PresignedRequestOut.of(put)
+        **schemas.Upload.of(created.record).model_dump(), upload=instructions(created)
     )
 
 

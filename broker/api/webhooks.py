@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from broker import errors, events
 from broker.api import schemas
-from broker.api.deps import SettingsDep, UploadsDep
+from broker.api.deps import FinalizerDep, SettingsDep
 from broker.api.errors_doc import responses
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -18,7 +18,7 @@ log = logging.getLogger("broker.webhooks")
 
 @router.post("/minio", response_model=schemas.WebhookResult, responses=responses(401, 503))
 async def minio_webhook(
-    request: Request, settings: SettingsDep, service: UploadsDep
+    request: Request, settings: SettingsDep, finalizer: FinalizerDep
 ) -> schemas.WebhookResult:
     """Receive MinIO bucket events and settle the uploads they are about.
 
@@ -38,7 +38,7 @@ async def minio_webhook(
         return schemas.WebhookResult(outcomes=["ignored_malformed"])
     outcomes = []
     for event in parsed:
-        outcome = await service.apply_event(event)
+        outcome = await finalizer.apply_event(event)
         log.info(
             "webhook.event",
             extra={"event_name": event.name, "key": event.key, "outcome": outcome},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from urllib.parse import unquote
@@ -10,7 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker import errors, events, uploads
+from broker import errors, finalization, storage, uploads
+
+MIB = 1024**2
 
 
 @given(st.text(min_size=1, max_size=255))
@@ -39,24 +42,54 @@ def test_cursor_that_was_not_issued_is_invalid(cursor):
         uploads.decode_cursor(cursor)
 
 
-def _event(size=5, content_type="text/plain"):
-    return events.ObjectEvent(
-        events.EventKind.CREATED, "s3:ObjectCreated:Put", "b", "k", size, "e", content_type
-    )
+RECORD = {
+    "size": 5,
+    "content_type": "text/plain",
+    "sha256": None,
+    "checksum_algorithm": None,
+}
+SHA = hashlib.sha256(b"hello").hexdigest()
+
+
+def _stored(size=5, content_type="text/plain", checksum=None):
+    return storage.StoredObject(size=size, etag="e", content_type=content_type, checksum=checksum)
 
 
 @pytest.mark.parametrize(
-    ("event", "reason"),
+    ("record", "stored", "reason"),
     [
-        (_event(), None),
-        (_event(content_type=None), None),
-        (_event(size=6), "size_mismatch"),
-        (_event(size=0), "size_mismatch"),
-        (_event(content_type="text/html"), "content_type_mismatch"),
+        (RECORD, _stored(), None),
+        (RECORD, _stored(content_type=None), None),
+        (RECORD, _stored(size=6), "size_mismatch"),
+        (RECORD, _stored(size=0), "size_mismatch"),
+        (RECORD, _stored(content_type="text/html"), "content_type_mismatch"),
+        ({**RECORD, "sha256": SHA}, _stored(checksum=uploads.sha256_base64(SHA)), None),
+        ({**RECORD, "sha256": SHA}, _stored(checksum=None), "checksum_mismatch"),
+        ({**RECORD, "sha256": SHA}, _stored(checksum="AAAA"), "checksum_mismatch"),
+        ({**RECORD, "checksum_algorithm": "SHA256"}, _stored(checksum="x-3"), None),
+        ({**RECORD, "checksum_algorithm": "SHA256"}, _stored(), "checksum_missing"),
     ],
 )
-def test_rejection_reason(event, reason):
-    assert uploads.rejection_reason({"size": 5, "content_type": "text/plain"}, event) == reason
+def test_rejection_reason(record, stored, reason):
+    assert finalization.rejection_reason(record, stored) == reason
+
+
+@pytest.mark.parametrize(
+    ("size", "preferred", "plan"),
+    [
+        (1, 16 * MIB, (16 * MIB, 1)),
+        (64 * MIB + 1, 16 * MIB, (16 * MIB, 5)),
+        (2 * 1024 * MIB, 16 * MIB, (16 * MIB, 128)),
+        (5 * 1024**4, 16 * MIB, (525 * MIB, 9987)),
+    ],
+)
+def test_plan_part_size_respects_storage_limits(size, preferred, plan):
+    part_size, part_count = uploads.plan_part_size(size, preferred)
+    assert (part_size, part_count) == plan
+    assert part_size >= 5 * MIB and part_count <= 10_000
+    last = uploads.part_length(size, part_size, part_count, part_count)
+    assert 0 < last <= part_size
+    assert part_size * (part_count - 1) + last == size
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,108 @@
+"""Storage events -> upload states: verify what was stored against what was promised."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from broker import errors, events, storage
+from broker.db import Database
+from broker.uploads import sha256_base64
+
+log = logging.getLogger("broker.finalization")
+
+# A created event for a record in one of these states means bytes arrived that no record
+# keeps; they are deleted so that no object stays in the bucket without a live record.
+DEAD_STATUSES = frozenset({"rejected", "expired", "deleted"})
+
+
+def rejection_reason(upload: asyncpg.Record, stored: storage.StoredObject) -> str | None:
+    """Why the stored object does not match what the record promised, or None if it does."""
+    if stored.size != upload["size"]:
+        return "size_mismatch"
+    if stored.content_type is not None and stored.content_type != upload["content_type"]:
+        return "content_type_mismatch"
+    if upload["sha256"] is not None and stored.checksum != sha256_base64(upload["sha256"]):
+        return "checksum_mismatch"
+    if upload["checksum_algorithm"] is not None and not stored.checksum:
+        return "checksum_missing"
+    return None
+
+
+def needs_head(upload: asyncpg.Record, event: events.ObjectEvent) -> bool:
+    """Events carry size, type and etag but no checksum; HEAD storage for what is missing."""
+    has_checksum = upload["sha256"] is not None or upload["checksum_algorithm"] is not None
+    return has_checksum or event.content_type is None or event.etag is None
+
+
+class Finalizer:
+    """Applies storage events to the uploads stored under their keys."""
+
+    def __init__(self, db: Database, store: storage.Storage) -> None:
+        self.db = db
+        self.storage = store
+
+    async def apply_event(self, event: events.ObjectEvent) -> str:
+        """Move the upload under the event's key to the state the event proves; return the outcome.
+
+        Every write is guarded by the expected state, so duplicates, late and out-of-order
+        deliveries change nothing that an earlier event already settled.
+        """
+        if event.bucket != self.storage.bucket:
+            return "ignored_other_bucket"
+        row = await self.db.fetchrow("get_upload_by_key", event.bucket, event.key)
+        if row is None:
+            return "ignored_unknown_key"
+        if event.kind is events.EventKind.REMOVED:
+            changed = await self.db.fetchrow("mark_upload_deleted_by_key", event.bucket, event.key)
+            return "deleted" if changed else "ignored_not_live"
+        if row["status"] in DEAD_STATUSES:
+            await self._delete_quietly(row)
+            return "removed_dead_object"
+        if row["status"] != "pending":
+            return "ignored_already_final"
+        stored = storage.StoredObject(
+            size=event.size, etag=event.etag or "", content_type=event.content_type
+        )
+        if needs_head(row, event):
+            found = await self.storage.head(row["object_key"])
+            if found is None:
+                return "ignored_object_gone"  # its removed event settles the record
+            stored = found
+        return await self.settle(row, stored)
+
+    async def settle(self, row: asyncpg.Record, stored: storage.StoredObject) -> str:
+        """Finalize a pending upload whose object matches, or reject it and delete the object."""
+        reason = rejection_reason(row, stored)
+        if reason is None:
+            changed = await self.db.fetchrow(
+                "mark_upload_finalized", row["id"], stored.etag, stored.checksum
+            )
+            if changed is None:
+                return "ignored_already_final"
+            log.info("upload.finalized", extra={"upload_id": str(row["id"])})
+            return "finalized"
+        changed = await self.db.fetchrow("mark_upload_rejected", row["id"], reason)
+        if changed is None:
+            return "ignored_already_final"
+        log.warning(
+            "upload.rejected",
+            extra={
+                "upload_id": str(row["id"]),
+                "reason": reason,
+                "expected_size": row["size"],
+                "stored_size": stored.size,
+                "expected_content_type": row["content_type"],
+                "stored_content_type": stored.content_type,
+            },
+        )
+        await self._delete_quietly(row)
+        return "rejected"
+
+    async def _delete_quietly(self, row: asyncpg.Record) -> None:
+        """Remove an object nobody may keep; if storage is down it stays an orphan for later."""
+        try:
+            await self.storage.delete(row["object_key"])
+        except errors.StorageUnavailable:
+            log.warning("object.delete_failed", extra={"upload_id": str(row["id"])})

@@ -1,0 +1,135 @@
+"""Multipart uploads: sign parts just in time, list what storage holds, complete."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from collections.abc import Mapping
+
+import asyncpg
+
+from broker import errors, storage
+from broker.uploads import Uploads, part_length
+
+log = logging.getLogger("broker.multipart")
+DIGEST_BYTES = {"SHA256": 32, "CRC32C": 4}
+
+
+class Multipart:
+    """The part-level operations of a pending multipart upload, for its owner."""
+
+    def __init__(self, uploads: Uploads) -> None:
+        self.uploads = uploads
+        self.storage = uploads.storage
+
+    async def _pending_multipart(self, owner: str, upload_id: uuid.UUID) -> asyncpg.Record:
+        row = await self.uploads.get(owner, upload_id)
+        if row["transfer"] != "multipart":
+            raise errors.NotMultipart()
+        if row["status"] != "pending":
+            raise errors.UploadNotPending(
+                f"upload is {row['status']}", details={"status": row["status"]}
+            )
+        return row
+
+    async def sign_parts(
+        self,
+        owner: str,
+        upload_id: uuid.UUID,
+        part_numbers: list[int],
+        checksums: Mapping[int, str],
+    ) -> list[tuple[int, storage.PresignedRequest]]:
+        """Presigned UploadPart requests for just these parts, each pinned to its exact length."""
+        row = await self._pending_multipart(owner, upload_id)
+        algorithm = row["checksum_algorithm"]
+        problems = [
+            f"checksum of part {number} is not a base64 {algorithm} digest"
+            for number, value in checksums.items()
+            if algorithm is not None and len(base64.b64decode(value)) != DIGEST_BYTES[algorithm]
+        ]
+        for number in part_numbers:
+            if not 1 <= number <= row["part_count"]:
+                problems.append(f"part {number} is outside 1..{row['part_count']}")
+            elif algorithm is not None and number not in checksums:
+                problems.append(f"part {number} needs its {algorithm} checksum")
+        extra = set(checksums) - set(part_numbers)
+        if algorithm is None and checksums:
+            problems.append("this upload was created without checksum_algorithm")
+        elif extra:
+            problems.append(f"checksums given for parts not asked for: {sorted(extra)}")
+        if problems:
+            raise errors.InvalidRequest(
+                details=[{"field": "part_numbers", "in": "body", "message": p} for p in problems]
+            )
+        ttl = self.uploads.url_ttl(row)
+        return [
+            (
+                number,
+                self.storage.presign_part(
+                    row["object_key"],
+                    upload_id=row["multipart_upload_id"],
+                    part_number=number,
+                    size=part_length(row["size"], row["part_size"], row["part_count"], number),
+                    checksum=(algorithm, checksums[number]) if algorithm else None,
+                    expires_in=ttl,
+                ),
+            )
+            for number in part_numbers
+        ]
+
+    async def list_parts(self, owner: str, upload_id: uuid.UUID) -> list[storage.StoredPart]:
+        """The parts storage already holds, so a client can resume where it stopped."""
+        row = await self._pending_multipart(owner, upload_id)
+        parts = await self.storage.list_parts(row["object_key"], row["multipart_upload_id"])
+        if parts is None:
+            raise errors.UploadNotPending("storage no longer has this multipart upload")
+        return parts
+
+    async def complete(
+        self, owner: str, upload_id: uuid.UUID, claimed: Mapping[int, str]
+    ) -> asyncpg.Record:
+        """Join the parts in storage; finalization follows through the webhook, as for a PUT.
+
+        The claimed part list (number -> etag) must be every part, each as storage holds
+        it; otherwise nothing is completed and the upload stays resumable.
+        """
+        row = await self.uploads.get(owner, upload_id)
+        if row["transfer"] == "multipart" and row["status"] == "finalized":
+            return row  # a repeated complete after success
+        row = await self._pending_multipart(owner, upload_id)
+        held = await self.storage.list_parts(row["object_key"], row["multipart_upload_id"])
+        if held is None:
+            return await self.uploads.get(owner, upload_id)  # completed meanwhile
+        by_number = {part.part_number: part for part in held}
+        problems = []
+        for number in range(1, row["part_count"] + 1):
+            expected = part_length(row["size"], row["part_size"], row["part_count"], number)
+            part = by_number.get(number)
+            if number not in claimed:
+                problems.append({"part_number": number, "problem": "not in the list"})
+            elif part is None:
+                problems.append({"part_number": number, "problem": "not uploaded"})
+            elif part.etag != claimed[number].strip('"'):
+                problems.append({"part_number": number, "problem": "etag does not match"})
+            elif part.size != expected:
+                problems.append({"part_number": number, "problem": f"size is not {expected}"})
+        unknown = sorted(set(claimed) - set(range(1, row["part_count"] + 1)))
+        problems += [{"part_number": n, "problem": "no such part"} for n in unknown]
+        if problems:
+            raise errors.InvalidParts(details=problems)
+        try:
+            await self.storage.complete_multipart(
+                row["object_key"],
+                row["multipart_upload_id"],
+                [by_number[n] for n in range(1, row["part_count"] + 1)],
+                row["checksum_algorithm"],
+            )
+        except storage.MultipartError as exc:
+            log.warning(
+                "multipart.complete_refused", extra={"upload_id": str(upload_id), "code": exc.code}
+            )
+            raise errors.InvalidParts(
+                f"storage refused to complete: {exc.code}", details={"storage_code": exc.code}
+            ) from exc
+        return await self.uploads.get(owner, upload_id)

@@ -1,0 +1,137 @@
+"""Named upload policies (what may be uploaded, how big, where, for how long) from a TOML file."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+
+from broker.config import MEDIA_TYPE_PATTERN, ConfigError, Settings
+
+DEFAULT = "default"
+KEY_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*/$")
+POLICY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_OBJECT_BYTES = 5 * 1024**4  # MinIO's (and S3's) largest object
+Seconds = Annotated[int, Field(ge=1, le=604800)]
+
+
+class Quota(BaseModel):
+    """Per-owner limits on live (pending + finalized) uploads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bytes: ByteSize | None = Field(default=None, gt=0)
+    count: int | None = Field(default=None, gt=0)
+
+
+class Policy(BaseModel):
+    """One named set of upload rules, in the spirit of UploadThing's file routes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    content_types: tuple[str, ...] = ("*/*",)
+    min_size: ByteSize = ByteSize(1)
+    max_size: ByteSize = ByteSize(5 * 1024**3)
+    key_prefix: str = "uploads/"
+    url_ttl_seconds: Seconds = 900
+    pending_ttl_seconds: int = Field(default=86400, ge=60)
+    multipart: bool = True
+    quota: Quota = Quota()
+
+    @field_validator("content_types")
+    @classmethod
+    def _check_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        value = tuple(pattern.strip().lower() for pattern in value)
+        if not value:
+            raise ValueError("needs at least one pattern such as image/* or */*")
+        for pattern in value:
+            if pattern != "*/*" and not MEDIA_TYPE_PATTERN.match(pattern):
+                raise ValueError(f"{pattern!r} is not a media type pattern like image/png")
+        return value
+
+    @field_validator("min_size", "max_size")
+    @classmethod
+    def _check_size(cls, value: ByteSize) -> ByteSize:
+        if not 1 <= value <= MAX_OBJECT_BYTES:
+            raise ValueError(f"must be between 1 byte and 5 TiB, not {value}")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not KEY_PREFIX.match(value):
+            raise ValueError("must be lower-case path segments ending in '/', like 'avatars/'")
+        return value
+
+    def allows_content_type(self, essence: str) -> bool:
+        """Whether a lower-case `type/subtype` matches one of the policy's patterns."""
+        return any(fnmatch.fnmatchcase(essence, pattern) for pattern in self.content_types)
+
+
+class Policies(BaseModel):
+    """Every policy by name, and the quota across all of them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    by_name: dict[str, Policy]
+    global_quota: Quota = Quota()
+
+    def get(self, name: str | None) -> Policy | None:
+        return self.by_name.get(name or DEFAULT)
+
+
+def default_policy(settings: Settings) -> Policy:
+    """The policy that applies without a policies file, built from the BROKER_* limits."""
+    return Policy(
+        name=DEFAULT,
+        content_types=settings.allowed_content_types,
+        max_size=ByteSize(settings.max_upload_bytes),
+        url_ttl_seconds=settings.upload_url_ttl_seconds,
+        pending_ttl_seconds=settings.pending_ttl_seconds,
+    )
+
+
+def load_policies(settings: Settings) -> Policies:
+    """The policies of BROKER_POLICIES_FILE (plus the built-in default), or ConfigError."""
+    builtin = default_policy(settings)
+    if settings.policies_file is None:
+        return Policies(by_name={DEFAULT: builtin})
+    path = settings.policies_file
+    where = f"BROKER_POLICIES_FILE ({path})"
+    try:
+        document = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    unknown = set(document) - {"policies", "quota"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level keys {sorted(unknown)}")
+    by_name = {DEFAULT: builtin}
+    for name, table in document.get("policies", {}).items():
+        if not POLICY_NAME.match(name):
+            raise ConfigError(f"{where}: policy name {name!r} must be like 'avatars'")
+        by_name[name] = _parse(where, f"policy {name!r}", Policy, {"name": name, **table})
+    global_quota = _parse(where, "[quota]", Quota, document.get("quota", {}))
+    for policy in by_name.values():
+        if policy.min_size > policy.max_size:
+            raise ConfigError(f"{where}: policy {policy.name!r}: min_size exceeds max_size")
+    return Policies(by_name=by_name, global_quota=global_quota)
+
+
+def _parse(where: str, what: str, model: type[Any], table: object) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: {what} must be a table")
+    try:
+        return model(**table)
+    except ValidationError as exc:
+        problems = "; ".join(
+            ".".join(str(part) for part in error["loc"])
+            + ": "
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors()
+        )
+        raise ConfigError(f"{where}: {what}: {problems}") from None

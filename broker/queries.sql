@@ -36,12 +36,12 @@ WITH live AS (
 INSERT INTO uploads (id, owner, filename, content_type, size, sha256, metadata, bucket,
                      object_key, expires_at, policy, transfer, multipart_upload_id, part_size,
                      part_count, checksum_algorithm, idempotency_key, request_hash)
-SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, now() + make_interval(secs => $10), $11,
-       $12, $13, $14, $15, $16, $17, $18
+SELECT $1, $2, $3, $4, $5::bigint, $6, $7::jsonb, $8, $9, now() + make_interval(secs => $10),
+       $11, $12, $13, $14, $15, $16, $17, $18
 FROM live
-WHERE ($19::bigint IS NULL OR live.policy_bytes + $5 <= $19)
+WHERE ($19::bigint IS NULL OR live.policy_bytes + $5::bigint <= $19)
   AND ($20::bigint IS NULL OR live.policy_count < $20)
-  AND ($21::bigint IS NULL OR live.total_bytes + $5 <= $21)
+  AND ($21::bigint IS NULL OR live.total_bytes + $5::bigint <= $21)
   AND ($22::bigint IS NULL OR live.total_count < $22)
 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;

@@ -48,13 +48,21 @@ def pg_proxy(database_url: str) -> Iterator[TcpProxy]:
 
 @pytest.fixture(scope="session")
 def settings(
-    found_services: services.Services, database_url: str, pg_proxy: TcpProxy
+    found_services: services.Services,
+    database_url: str,
+    pg_proxy: TcpProxy,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> config.Settings:
     parts = urlsplit(database_url)
     netloc = parts.netloc.rsplit("@", 1)
     proxied = f"{netloc[0]}@127.0.0.1:{pg_proxy.listen_port}" if len(netloc) == 2 else netloc[0]
     proxied_url = urlunsplit(parts._replace(netloc=proxied))
-    result = services.broker_settings(found_services, proxied_url, f"test-{secrets.token_hex(4)}")
+    result = services.broker_settings(
+        found_services,
+        proxied_url,
+        f"test-{secrets.token_hex(4)}",
+        tmp_path_factory.mktemp("config") / "policies.toml",
+    )
     services.subscribe_bucket(result)
     return result
 

@@ -156,8 +156,25 @@ async def migrate_database(url: str) -> None:
         await conn.close()
 
 
-def broker_settings(found: Services, database_url: str, bucket: str) -> config.Settings:
+TEST_POLICIES = """
+[policies.avatars]
+content_types = ["image/png", "image/jpeg"]
+max_size = "64 KiB"
+key_prefix = "avatars/"
+multipart = false
+url_ttl_seconds = 120
+
+[policies.limited]
+max_size = "1 MiB"
+quota = { count = 10, bytes = "10 MiB" }
+"""
+
+
+def broker_settings(
+    found: Services, database_url: str, bucket: str, policies_file: Path
+) -> config.Settings:
     """Settings for a broker on the test services (explicit: the environment is not read)."""
+    policies_file.write_text(TEST_POLICIES)
     return config.Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=database_url,
@@ -170,6 +187,8 @@ def broker_settings(found: Services, database_url: str, bucket: str) -> config.S
         max_upload_bytes=64 * 1024 * 1024,
         allowed_content_types=("text/*", "image/*", "application/octet-stream"),
         startup_timeout_seconds=10,
+        policies_file=policies_file,
+        multipart_part_size_bytes=5 * 1024 * 1024,
         db_pool_min=1,
         db_pool_max=5,
     )

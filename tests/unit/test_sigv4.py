@@ -1,6 +1,7 @@
 """Property tests: broker.sigv4.Presigner URLs are byte-identical to botocore's presigned URLs.
 
-Reference client (what the broker used before this module, and what we must match)::
+Reference client: the broker's own boto3 client (``broker.storage.Storage.client``) minus its
+timeout/retry options, which do not affect signing::
 
     boto3.client(
         "s3", endpoint_url=..., aws_access_key_id=..., aws_secret_access_key=...,
@@ -30,12 +31,16 @@ import functools
 import string
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 from unittest import mock
 from urllib.parse import quote
 
 import boto3
+import botocore.auth
+import botocore.awsrequest
 import botocore.config
+import botocore.credentials
+import botocore.utils
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -47,10 +52,18 @@ AK = "AKIAIOSFODNN7EXAMPLE"
 SK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 NOW = datetime(2024, 5, 17, 12, 34, 56, tzinfo=UTC)
 SETTINGS = settings(max_examples=300, deadline=None)
+ChecksumMode = Literal["when_supported", "when_required"]
+
+
+def _naive_utc(now: datetime) -> datetime:
+    """What botocore's clock returns; the presigner reads a naive `now` as UTC too."""
+    return now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
 
 
 @functools.lru_cache(maxsize=64)
-def _client(endpoint: str, ak: str, sk: str, region: str, checksum: str = "when_supported") -> Any:
+def _client(
+    endpoint: str, ak: str, sk: str, region: str, checksum: ChecksumMode = "when_supported"
+) -> Any:
     config = botocore.config.Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
@@ -76,14 +89,35 @@ def _reference(
     ak: str = AK,
     sk: str = SK,
     region: str = "us-east-1",
-    checksum: str = "when_supported",
+    checksum: ChecksumMode = "when_supported",
 ) -> str:
-    frozen = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
     client = _client(endpoint, ak, sk, region, checksum)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=frozen):
+    with mock.patch("botocore.auth.get_current_datetime", return_value=_naive_utc(now)):
         url: str = client.generate_presigned_url(
             operation, Params=dict(params), ExpiresIn=expires_in
         )
+    return url
+
+
+def _reference_signer(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    expires_in: int,
+    now: datetime,
+    region: str = "us-east-1",
+) -> str:
+    """botocore's presign-url signer (S3SigV4QueryAuth) applied to a hand-built request.
+
+    Reaches header names / query names no S3 operation would produce through the client.
+    """
+    credentials = botocore.credentials.Credentials(AK, SK)
+    signer = botocore.auth.S3SigV4QueryAuth(credentials, "s3", region, expires=expires_in)
+    request = botocore.awsrequest.AWSRequest(method=method, url=url, headers=dict(headers))
+    with mock.patch("botocore.auth.get_current_datetime", return_value=_naive_utc(now)):
+        signer.add_auth(request)
+    url = request.prepare().url
     return url
 
 
@@ -277,6 +311,7 @@ def test_presign_get_object_matches_botocore(
     checksum=st.none()
     | st.tuples(st.just("sha256"), sha256_b64)
     | st.tuples(st.just("crc32c"), crc32c_b64),
+    size=st.none() | st.integers(0, 5 * 1024**3),
     upload_id_first=st.booleans(),
     expires_in=expires,
     now=times,
@@ -287,6 +322,7 @@ def test_presign_upload_part_matches_botocore(
     upload_id: str,
     part_number: int,
     checksum: tuple[str, str] | None,
+    size: int | None,
     upload_id_first: bool,
     expires_in: int,
     now: datetime,
@@ -299,6 +335,9 @@ def test_presign_upload_part_matches_botocore(
         query = {"partNumber": str(part_number), "uploadId": upload_id}
     params.update(Bucket="uploads", Key=key)
     headers = {}
+    if size is not None:  # the broker always signs the part's exact length
+        params["ContentLength"] = size
+        headers["content-length"] = str(size)
     if checksum is not None:
         algorithm, value = checksum
         params[f"Checksum{algorithm.upper()}"] = value
@@ -307,6 +346,54 @@ def test_presign_upload_part_matches_botocore(
     expected = _reference("upload_part", params, expires_in=expires_in, now=now, endpoint=endpoint)
     got = Presigner(endpoint, AK, SK, "us-east-1").presign(
         "PUT", "uploads", key, expires_in=expires_in, headers=headers, query=query, now=now
+    )
+    assert got == expected
+
+
+_header_names = st.one_of(
+    st.sampled_from(
+        [
+            *("Content-Type", "content-type", "X-Amz-Meta-A", "x-amz-meta-a", "Host", "host"),
+            *("user-agent", "Expect", "x-amzn-trace-id", "X-Amz-Content-SHA256"),
+        ]
+    ),
+    st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=20),
+)
+_query_names = st.one_of(
+    st.sampled_from(["A", "X-Amz-Foo", "X-Amz-Date2", "Z", "versionId", "x-id", "uploads"]),
+    st.text(st.one_of(_printable, _unicode), min_size=1, max_size=20),
+)
+_header_values = st.text(
+    st.one_of(_printable, _unicode, st.sampled_from(["\t", "\u3000", "\xa0", " "])),
+    max_size=40,
+)
+
+
+@SETTINGS
+@given(
+    method=st.sampled_from(["GET", "PUT", "HEAD", "DELETE", "POST", "get"]),
+    endpoint=endpoints,
+    key=keys,
+    headers=st.dictionaries(_header_names, _header_values, max_size=6),
+    query=st.dictionaries(_query_names, st.text(st.one_of(_printable, _unicode)), max_size=4),
+    expires_in=expires,
+    now=times,
+)
+def test_presign_arbitrary_headers_and_query_match_botocore_signer(
+    method: str,
+    endpoint: str,
+    key: str,
+    headers: dict[str, str],
+    query: dict[str, str],
+    expires_in: int,
+    now: datetime,
+) -> None:
+    url = f"{endpoint.rstrip('/')}/bkt/{botocore.utils.percent_encode(key, safe='/~')}"
+    if query:
+        url += "?" + botocore.utils.percent_encode_sequence(query)
+    expected = _reference_signer(method, url, headers, expires_in=expires_in, now=now)
+    got = Presigner(endpoint, AK, SK, "us-east-1").presign(
+        method, "bkt", key, expires_in=expires_in, headers=headers, query=query, now=now
     )
     assert got == expected
 
@@ -494,6 +581,7 @@ def test_presign_rolls_cached_signing_key_on_new_day() -> None:
         got = presigner.presign("GET", "b", "k", expires_in=60, now=now)
         assert got == _reference("get_object", params, expires_in=60, now=now)
     cached_day1 = presigner._key_cache
+    assert cached_day1 is not None
     assert cached_day1[0] == "20241231"
     presigner.presign("GET", "b", "k", expires_in=60, now=day1)
     assert presigner._key_cache is cached_day1  # same day: derived key reused
@@ -501,6 +589,7 @@ def test_presign_rolls_cached_signing_key_on_new_day() -> None:
     got = presigner.presign("GET", "b", "k", expires_in=60, now=day2)
     assert got == _reference("get_object", params, expires_in=60, now=day2)
     assert "X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20250101%2F" in got
+    assert presigner._key_cache is not None
     assert presigner._key_cache[0] == "20250101"
 
     # Going back (e.g. a late caller with an old `now`) still signs correctly.
@@ -520,6 +609,23 @@ def test_presign_default_now_is_current_utc_time() -> None:
     assert url == _reference(
         "get_object", {"Bucket": "b", "Key": "k"}, expires_in=60, now=signed_at
     )
+
+
+def test_presign_repeated_and_special_headers_match_botocore_signer() -> None:
+    headers = {
+        "X-Amz-Meta-A": " one  ",
+        "x-amz-meta-a": "two\tthree",  # same header twice: botocore comma-joins the values
+        "User-Agent": "curl/8",  # never signed by botocore
+        "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD-CUSTOM",  # used verbatim as payload hash
+        "Host": "cdn.example.com",  # overrides the endpoint-derived host
+    }
+    url = "http://127.0.0.1:9000/bkt/k"
+    expected = _reference_signer("PUT", url, headers, expires_in=60, now=NOW)
+    got = Presigner("http://127.0.0.1:9000", AK, SK, "us-east-1").presign(
+        "PUT", "bkt", "k", expires_in=60, headers=headers, now=NOW
+    )
+    assert got == expected
+    assert "X-Amz-SignedHeaders=host%3Bx-amz-content-sha256%3Bx-amz-meta-a&" in got
 
 
 @pytest.mark.parametrize("expires_in", [0, -1, sigv4._MAX_EXPIRES + 1])

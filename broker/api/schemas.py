@@ -152,6 +152,8 @@ class Upload(BaseModel):
     key: str
     policy: str
     transfer: Literal["put", "post", "multipart"]
+    part_size: int | None = Field(description="Multipart: bytes per part (the last is shorter).")
+    part_count: int | None
     etag: str | None
     checksum_algorithm: str | None
     checksum: str | None = Field(description="The checksum storage reported at finalization.")
@@ -174,6 +176,8 @@ class Upload(BaseModel):
             key=row["object_key"],
             policy=row["policy"],
             transfer=row["transfer"],
+            part_size=row["part_size"],
+            part_count=row["part_count"],
             etag=row["etag"],
             checksum_algorithm=row["checksum_algorithm"],
             checksum=row["checksum"],

@@ -224,3 +224,35 @@ def test_multipart_requests_that_cannot_be_honoured(api, auth_headers, fields, c
     response = api.post("/v1/uploads", json=body, headers=auth_headers)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == code
+
+
+def test_the_example_script_resumes_an_interrupted_upload(broker, auth_headers, tmp_path):
+    """examples/resumable_upload.py: plain HTTP only; stopped after 2 parts, run again, done."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "big.bin"
+    path.write_bytes(DATA + DATA[:MIB])
+    token = auth_headers["Authorization"].removeprefix("Bearer ")
+    script = Path(__file__).parents[2] / "examples" / "resumable_upload.py"
+    command = [
+        sys.executable,
+        str(script),
+        str(path),
+        "--broker",
+        broker,
+        "--token",
+        token,
+        "--parallel",
+        "2",
+    ]
+    first = subprocess.run([*command, "--stop-after-parts", "2"], capture_output=True, text=True)
+    assert first.returncode == 3, first.stdout + first.stderr
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "2 parts already stored, 2 to send" in second.stdout
+    result = json.loads(second.stdout.strip().splitlines()[-1])
+    assert result["status"] == "finalized" and result["size"] == path.stat().st_size
+    assert result["checksum"].endswith("-4")

@@ -39,7 +39,7 @@ lint: $(STAMP)
 ## docker-lint: validate compose.yaml against the compose-spec schema and lint the Dockerfile
 docker-lint: $(STAMP)
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile Dockerfile.minio
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -13,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker import errors, finalization, multipart, storage, uploads
+from broker import admin, errors, finalization, multipart, reconciler, storage, uploads
+from broker.api import admin as admin_api
 from broker.api import health, parts, webhooks
 from broker.api import uploads as uploads_api
 from broker.config import Settings
@@ -90,12 +93,32 @@ def create_app(settings: Settings) -> FastAPI:
             )
             app.state.multipart = multipart.Multipart(app.state.uploads)
             app.state.finalizer = finalization.Finalizer(db, store)
+            app.state.reconciler = reconciler.Reconciler(
+                db,
+                store,
+                app.state.finalizer,
+                policies,
+                orphan_grace_seconds=settings.orphan_grace_seconds,
+            )
+            app.state.admin = admin.Admin(db, store, app.state.reconciler)
+            background = None
+            if settings.reconcile_interval_seconds > 0:
+                background = asyncio.create_task(
+                    app.state.reconciler.run_forever(
+                        settings.reconcile_interval_seconds,
+                        settings.orphan_sweep_interval_seconds,
+                    )
+                )
             # Start-up objects live for the whole process: keep them out of the garbage
             # collector's full passes, which otherwise stall the event loop under load.
             gc.collect()
             gc.freeze()
             log.info("startup.ready", extra={"bucket": settings.s3_bucket})
             yield
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         finally:
             await db.close()
 
@@ -108,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.include_router(uploads_api.router)
     app.include_router(parts.router)
+    app.include_router(admin_api.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     _install_error_handlers(app)

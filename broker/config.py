@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     multipart_threshold_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2)
     multipart_part_size_bytes: int = Field(default=16 * 1024**2, ge=5 * 1024**2, le=5 * GIB)
 
+    reconcile_interval_seconds: float = Field(default=60, ge=0)
+    orphan_sweep_interval_seconds: float = Field(default=3600, gt=0)
+    orphan_grace_seconds: int = Field(default=3600, ge=60)
+
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=10, ge=1)
     startup_timeout_seconds: float = Field(default=30, gt=0)

@@ -7,7 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -100,10 +100,26 @@ class Database:
         async with self._unavailable_as_error(), self.pool.acquire() as conn, conn.transaction():
             yield Transaction(conn, self.queries)
 
+    async def fetch_planned_per_call(
+        self, name: str, fragments: dict[str, str], *args: Any
+    ) -> list[asyncpg.Record]:
+        """Run a named query whose {placeholders} are filled from a fixed table of fragments,
+        planned for this call's values (see use_custom_plans)."""
+        statement = self.queries[name].format(**fragments)
+        async with self.transaction() as tx:
+            await tx.conn.execute(self.queries["use_custom_plans"])
+            return await tx.conn.fetch(statement, *args)
+
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless a trivial query answers."""
         async with self._unavailable_as_error():
             await self.pool.fetchval(self.queries["ping"])
+
+
+class Executor(Protocol):
+    """Runs named queries: the pool (each on its own) or an open transaction."""
+
+    async def fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None: ...
 
 
 class Transaction:
@@ -116,3 +132,7 @@ class Transaction:
     async def fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
         """Run a named query and return its first row, if any."""
         return await self.conn.fetchrow(self.queries[name], *args)
+
+    async def fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
+        """Run a named query and return all its rows."""
+        return await self.conn.fetch(self.queries[name], *args)

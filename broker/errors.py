@@ -119,6 +119,13 @@ class Unauthorized(BrokerError):
     status = 401
 
 
+class Forbidden(BrokerError):
+    """This needs an admin token."""
+
+    code = "ERR_FORBIDDEN"
+    status = 403
+
+
 class WebhookUnauthorized(BrokerError):
     """The webhook token is missing or wrong."""
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import asyncpg
 
 from broker import errors, events, storage
-from broker.db import Database
+from broker.db import Database, Executor
 from broker.uploads import sha256_base64
 
 log = logging.getLogger("broker.finalization")
@@ -54,11 +55,14 @@ class Finalizer:
         row = await self.db.fetchrow("get_upload_by_key", event.bucket, event.key)
         if row is None:
             return "ignored_unknown_key"
+        detail = {"event": event.name}
         if event.kind is events.EventKind.REMOVED:
-            changed = await self.db.fetchrow("mark_upload_deleted_by_key", event.bucket, event.key)
+            changed = await self.db.fetchrow(
+                "mark_upload_deleted_by_key", event.bucket, event.key, "webhook", detail
+            )
             return "deleted" if changed else "ignored_not_live"
         if row["status"] in DEAD_STATUSES:
-            await self._delete_quietly(row)
+            await self.delete_quietly(row)
             return "removed_dead_object"
         if row["status"] != "pending":
             return "ignored_already_final"
@@ -70,20 +74,30 @@ class Finalizer:
             if found is None:
                 return "ignored_object_gone"  # its removed event settles the record
             stored = found
-        return await self.settle(row, stored)
+        return await self.settle(row, stored, self.db, "webhook", detail)
 
-    async def settle(self, row: asyncpg.Record, stored: storage.StoredObject) -> str:
-        """Finalize a pending upload whose object matches, or reject it and delete the object."""
+    async def settle(
+        self,
+        row: asyncpg.Record,
+        stored: storage.StoredObject,
+        executor: Executor,
+        actor: str,
+        detail: Mapping[str, object],
+    ) -> str:
+        """Finalize a pending upload whose object matches, or reject it and delete the object.
+
+        `executor` is the pool, or the transaction that holds the upload's row lock.
+        """
         reason = rejection_reason(row, stored)
         if reason is None:
-            changed = await self.db.fetchrow(
-                "mark_upload_finalized", row["id"], stored.etag, stored.checksum
+            changed = await executor.fetchrow(
+                "mark_upload_finalized", row["id"], stored.etag, stored.checksum, actor, detail
             )
             if changed is None:
                 return "ignored_already_final"
             log.info("upload.finalized", extra={"upload_id": str(row["id"])})
             return "finalized"
-        changed = await self.db.fetchrow("mark_upload_rejected", row["id"], reason)
+        changed = await executor.fetchrow("mark_upload_rejected", row["id"], reason, actor, detail)
         if changed is None:
             return "ignored_already_final"
         log.warning(
@@ -97,10 +111,10 @@ class Finalizer:
                 "stored_content_type": stored.content_type,
             },
         )
-        await self._delete_quietly(row)
+        await self.delete_quietly(row)
         return "rejected"
 
-    async def _delete_quietly(self, row: asyncpg.Record) -> None:
+    async def delete_quietly(self, row: asyncpg.Record) -> None:
         """Remove an object nobody may keep; if storage is down it stays an orphan for later."""
         try:
             await self.storage.delete(row["object_key"])

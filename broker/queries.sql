@@ -9,13 +9,19 @@ SELECT 1;
 -- name: insert_upload
 -- Create a pending upload; its deadline is counted from the database clock. A repeated
 -- idempotency key inserts nothing (and returns no row).
-INSERT INTO uploads (id, owner, filename, content_type, size, sha256, metadata, bucket,
-                     object_key, expires_at, policy, transfer, multipart_upload_id, part_size,
-                     part_count, checksum_algorithm, idempotency_key, request_hash)
-VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, now() + make_interval(secs => $10), $11,
-        $12, $13, $14, $15, $16, $17, $18)
-ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *;
+WITH created AS (
+    INSERT INTO uploads (id, owner, filename, content_type, size, sha256, metadata, bucket,
+                         object_key, expires_at, policy, transfer, multipart_upload_id,
+                         part_size, part_count, checksum_algorithm, idempotency_key, request_hash)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, now() + make_interval(secs => $10), $11,
+            $12, $13, $14, $15, $16, $17, $18)
+    ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), logged AS (
+    INSERT INTO upload_history (upload_id, status, actor)
+    SELECT id, status, 'owner' FROM created
+)
+SELECT * FROM created;
 
 -- name: lock_owner_quota
 -- Serialize quota checks of one owner until the transaction ends; run before
@@ -32,19 +38,24 @@ WITH live AS (
            coalesce(sum(size), 0) AS total_bytes
     FROM uploads
     WHERE owner = $2 AND status IN ('pending', 'finalized')
+), created AS (
+    INSERT INTO uploads (id, owner, filename, content_type, size, sha256, metadata, bucket,
+                         object_key, expires_at, policy, transfer, multipart_upload_id,
+                         part_size, part_count, checksum_algorithm, idempotency_key, request_hash)
+    SELECT $1, $2, $3, $4, $5::bigint, $6, $7::jsonb, $8, $9,
+           now() + make_interval(secs => $10), $11, $12, $13, $14, $15, $16, $17, $18
+    FROM live
+    WHERE ($19::bigint IS NULL OR live.policy_bytes + $5::bigint <= $19)
+      AND ($20::bigint IS NULL OR live.policy_count < $20)
+      AND ($21::bigint IS NULL OR live.total_bytes + $5::bigint <= $21)
+      AND ($22::bigint IS NULL OR live.total_count < $22)
+    ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), logged AS (
+    INSERT INTO upload_history (upload_id, status, actor)
+    SELECT id, status, 'owner' FROM created
 )
-INSERT INTO uploads (id, owner, filename, content_type, size, sha256, metadata, bucket,
-                     object_key, expires_at, policy, transfer, multipart_upload_id, part_size,
-                     part_count, checksum_algorithm, idempotency_key, request_hash)
-SELECT $1, $2, $3, $4, $5::bigint, $6, $7::jsonb, $8, $9, now() + make_interval(secs => $10),
-       $11, $12, $13, $14, $15, $16, $17, $18
-FROM live
-WHERE ($19::bigint IS NULL OR live.policy_bytes + $5::bigint <= $19)
-  AND ($20::bigint IS NULL OR live.policy_count < $20)
-  AND ($21::bigint IS NULL OR live.total_bytes + $5::bigint <= $21)
-  AND ($22::bigint IS NULL OR live.total_count < $22)
-ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *;
+SELECT * FROM created;
 
 -- name: get_upload_by_idempotency_key
 -- The upload a retried create made the first time.
@@ -69,28 +80,167 @@ LIMIT $5;
 
 -- name: mark_upload_finalized
 -- pending -> finalized, recording what storage reported (etag, checksum).
-UPDATE uploads
-SET status = 'finalized', etag = $2, checksum = $3, finalized_at = now(), updated_at = now()
-WHERE id = $1 AND status = 'pending'
-RETURNING *;
+WITH changed AS (
+    UPDATE uploads
+    SET status = 'finalized', etag = $2, checksum = $3, finalized_at = now(), updated_at = now()
+    WHERE id = $1 AND status = 'pending'
+    RETURNING *
+), logged AS (
+    INSERT INTO upload_history (upload_id, status, actor, detail)
+    SELECT id, status, $4, $5::jsonb FROM changed
+)
+SELECT * FROM changed;
 
 -- name: mark_upload_rejected
 -- pending -> rejected, with a machine-readable reason.
-UPDATE uploads
-SET status = 'rejected', reject_reason = $2, rejected_at = now(), updated_at = now()
-WHERE id = $1 AND status = 'pending'
-RETURNING *;
+WITH changed AS (
+    UPDATE uploads
+    SET status = 'rejected', reject_reason = $2, rejected_at = now(), updated_at = now()
+    WHERE id = $1 AND status = 'pending'
+    RETURNING *
+), logged AS (
+    INSERT INTO upload_history (upload_id, status, actor, detail)
+    SELECT id, status, $3, $4::jsonb FROM changed
+)
+SELECT * FROM changed;
 
 -- name: mark_upload_deleted
 -- pending | finalized -> deleted, asked for by the owner.
-UPDATE uploads
-SET status = 'deleted', deleted_at = now(), updated_at = now()
-WHERE id = $1 AND owner = $2 AND status IN ('pending', 'finalized')
-RETURNING *;
+WITH changed AS (
+    UPDATE uploads
+    SET status = 'deleted', deleted_at = now(), updated_at = now()
+    WHERE id = $1 AND owner = $2 AND status IN ('pending', 'finalized')
+    RETURNING *
+), logged AS (
+    INSERT INTO upload_history (upload_id, status, actor)
+    SELECT id, status, 'owner' FROM changed
+)
+SELECT * FROM changed;
 
 -- name: mark_upload_deleted_by_key
 -- pending | finalized -> deleted, because storage reported the object removed.
-UPDATE uploads
-SET status = 'deleted', deleted_at = now(), updated_at = now()
-WHERE bucket = $1 AND object_key = $2 AND status IN ('pending', 'finalized')
+WITH changed AS (
+    UPDATE uploads
+    SET status = 'deleted', deleted_at = now(), updated_at = now()
+    WHERE bucket = $1 AND object_key = $2 AND status IN ('pending', 'finalized')
+    RETURNING *
+), logged AS (
+    INSERT INTO upload_history (upload_id, status, actor, detail)
+    SELECT id, status, $3, $4::jsonb FROM changed
+)
+SELECT * FROM changed;
+
+-- name: mark_upload_expired
+-- pending -> expired: once its deadline has passed, or at once when $2 (an operator) says so.
+WITH changed AS (
+    UPDATE uploads
+    SET status = 'expired', expired_at = now(), updated_at = now()
+    WHERE id = $1 AND status = 'pending' AND ($2 OR expires_at <= now())
+    RETURNING *
+), logged AS (
+    INSERT INTO upload_history (upload_id, status, actor, detail)
+    SELECT id, status, $3, $4::jsonb FROM changed
+)
+SELECT * FROM changed;
+
+-- name: claim_stale_pending_upload
+-- One pending upload past its deadline, locked for this transaction; rows another
+-- reconciler holds are skipped, so concurrent passes never handle the same upload.
+SELECT * FROM uploads
+WHERE status = 'pending' AND expires_at <= now()
+ORDER BY expires_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: list_stale_pending_uploads
+-- Pending uploads past their deadline, oldest deadline first (a dry run's preview; no locks).
+SELECT * FROM uploads
+WHERE status = 'pending' AND expires_at <= now()
+ORDER BY expires_at
+LIMIT $1;
+
+-- name: claim_pending_upload
+-- A pending upload an operator asked to check now, locked for this transaction.
+SELECT * FROM uploads WHERE id = $1 AND status = 'pending' FOR UPDATE;
+
+-- name: find_live_object_keys
+-- Which of these keys belong to a pending or finalized upload (the rest are orphans).
+SELECT object_key FROM uploads
+WHERE bucket = $1 AND object_key = ANY($2::text[]) AND status IN ('pending', 'finalized');
+
+-- name: find_pending_multipart_ids
+-- Which of these storage multipart upload ids belong to a pending upload.
+SELECT multipart_upload_id FROM uploads
+WHERE multipart_upload_id = ANY($1::text[]) AND status = 'pending';
+
+-- name: try_lock_orphan_sweep
+-- Only one process sweeps the bucket at a time; released by unlock_orphan_sweep.
+SELECT pg_try_advisory_lock(hashtextextended('broker.orphan_sweep', 0)) AS locked;
+
+-- name: unlock_orphan_sweep
+SELECT pg_advisory_unlock(hashtextextended('broker.orphan_sweep', 0));
+
+-- name: insert_reconciler_run
+-- What one reconciler pass did, counted by outcome.
+INSERT INTO reconciler_runs (started_at, dry_run, trigger, counts)
+VALUES ($1, $2, $3, $4::jsonb)
 RETURNING *;
+
+-- name: recent_reconciler_runs
+SELECT * FROM reconciler_runs ORDER BY started_at DESC LIMIT $1;
+
+-- name: use_custom_plans
+-- For the operators' listing: plan each call with its actual filters, so that an unused
+-- `$n IS NULL OR ...` filter folds away and the matching index is used.
+SET LOCAL plan_cache_mode = force_custom_plan;
+
+-- name: admin_list_uploads
+-- Operators' listing with optional filters and keyset pagination. {after} and {order} come
+-- from the fixed table admin.SORTS (ORDER BY cannot take parameters); values are all $n.
+SELECT * FROM uploads
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::text IS NULL OR owner = $2)
+  AND ($3::text IS NULL OR policy = $3)
+  AND ($4::text IS NULL OR content_type = $4)
+  AND ($5::timestamptz IS NULL OR created_at < $5)
+  AND ($6::timestamptz IS NULL OR created_at >= $6)
+  AND ($7::float8 IS NULL
+       OR (status = 'pending' AND created_at < now() - make_interval(secs => $7)))
+  AND {after}
+ORDER BY {order}
+LIMIT $10;
+
+-- name: get_upload
+-- One upload, whoever owns it (operators only).
+SELECT * FROM uploads WHERE id = $1;
+
+-- name: get_upload_history
+-- Every state an upload went through, oldest first, with who moved it and why.
+SELECT status, actor, detail, at FROM upload_history WHERE upload_id = $1 ORDER BY id;
+
+-- name: stats_by_status_and_policy
+SELECT status, policy, count(*) AS uploads, coalesce(sum(size), 0)::bigint AS bytes
+FROM uploads
+GROUP BY status, policy
+ORDER BY status, policy;
+
+-- name: stats_pending
+-- How many uploads are pending, since when, and how many are past their deadline (stuck).
+SELECT count(*) AS pending,
+       min(created_at) AS oldest_created_at,
+       count(*) FILTER (WHERE expires_at <= now()) AS stuck
+FROM uploads
+WHERE status = 'pending';
+
+-- name: stats_hourly
+-- Uploads created and finalized in each of the last 24 hours (UTC), oldest hour first.
+SELECT hours.hour,
+       (SELECT count(*) FROM uploads
+        WHERE created_at >= hours.hour AND created_at < hours.hour + interval '1 hour')
+           AS created,
+       (SELECT count(*) FROM uploads
+        WHERE finalized_at >= hours.hour AND finalized_at < hours.hour + interval '1 hour')
+           AS finalized
+FROM generate_series(date_trunc('hour', now()) - interval '23 hours',
+                     date_trunc('hour', now()), interval '1 hour') AS hours (hour)
+ORDER BY hours.hour;

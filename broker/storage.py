@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -292,6 +293,39 @@ class Storage:
         except botocore.exceptions.ClientError as exc:
             if _error_code(exc) != "NoSuchUpload":
                 raise
+
+    async def list_objects(self, prefix: str) -> AsyncIterator[list[tuple[str, datetime]]]:
+        """(key, last modified) of every object under `prefix`, a page at a time."""
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
+            if token:
+                params["ContinuationToken"] = token
+            response = await self._call("list_objects_v2", **params)
+            yield [(obj["Key"], obj["LastModified"]) for obj in response.get("Contents", [])]
+            token = response.get("NextContinuationToken")
+            if not response.get("IsTruncated") or not token:
+                return
+
+    async def list_multipart_uploads(
+        self, prefix: str
+    ) -> AsyncIterator[list[tuple[str, str, datetime]]]:
+        """(key, upload id, started) of each multipart upload under `prefix`, a page at a time."""
+        markers: dict[str, str] = {}
+        while True:
+            response = await self._call(
+                "list_multipart_uploads", Bucket=self.bucket, Prefix=prefix, **markers
+            )
+            yield [
+                (upload["Key"], upload["UploadId"], upload["Initiated"])
+                for upload in response.get("Uploads", [])
+            ]
+            if not response.get("IsTruncated"):
+                return
+            markers = {
+                "KeyMarker": response["NextKeyMarker"],
+                "UploadIdMarker": response["NextUploadIdMarker"],
+            }
 
     async def ping(self) -> None:
         """Raise StorageUnavailable unless the bucket answers."""

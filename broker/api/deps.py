@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from broker import auth, errors, finalization, multipart, uploads
+from broker import admin, auth, errors, finalization, multipart, uploads
 from broker.config import Settings
 
 
@@ -49,3 +49,13 @@ UploadsDep = Annotated[uploads.Uploads, Depends(get_uploads)]
 MultipartDep = Annotated[multipart.Multipart, Depends(get_multipart)]
 FinalizerDep = Annotated[finalization.Finalizer, Depends(get_finalizer)]
 PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
+
+
+def get_admin(request: Request, principal: PrincipalDep) -> admin.Admin:
+    """The operators' use cases, for a token with the admin claim only."""
+    if not principal.admin:
+        raise errors.Forbidden()
+    return request.app.state.admin  # type: ignore[no-any-return]
+
+
+AdminDep = Annotated[admin.Admin, Depends(get_admin)]

@@ -95,3 +95,27 @@ def test_malformed_migration_files_are_refused(tmp_path: Path, name, text, messa
     (tmp_path / name).write_text(text)
     with pytest.raises(migrate.MigrationError, match=message):
         migrate.load_migrations(tmp_path)
+
+
+def test_every_named_query_prepares_against_the_migrated_schema(database_url):
+    """A typo in broker/queries.sql fails here, not as a 500 in production."""
+    from broker import admin, db
+
+    queries = db.load_queries()
+    statements = {name: sql for name, sql in queries.items() if "{" not in sql}
+    for sort, (order, after, _) in admin.SORTS.items():
+        statements[f"admin_list_uploads{sort}"] = queries["admin_list_uploads"].format(
+            order=order, after=after
+        )
+
+    async def prepare_all(conn):
+        async with conn.transaction():
+            for name, sql in statements.items():
+                if sql.upper().startswith("SET "):
+                    continue
+                try:
+                    await conn.prepare(sql)
+                except asyncpg.PostgresError as exc:
+                    raise AssertionError(f"query {name!r} does not prepare: {exc}") from exc
+
+    services.run(_with_connection(database_url, prepare_all))

@@ -1,0 +1,142 @@
+"""Routes for operators (tokens with the admin claim)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from broker import admin
+from broker.api import schemas
+from broker.api.deps import AdminDep, PrincipalDep
+from broker.api.errors_doc import responses
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+ADMIN_ERRORS = responses(401, 403, 404, 422, 503)
+
+
+class AdminUpload(schemas.Upload):
+    """An upload record with the fields only operators see."""
+
+    owner: str
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Any) -> AdminUpload:
+        return cls(
+            **schemas.Upload.of(row).model_dump(), owner=row["owner"], updated_at=row["updated_at"]
+        )
+
+
+class AdminUploadPage(BaseModel):
+    items: list[AdminUpload]
+    next_cursor: str | None
+
+
+class HistoryEntry(BaseModel):
+    status: str
+    actor: str = Field(description="owner, webhook, reconciler, or admin:<name>")
+    detail: dict[str, Any]
+    at: datetime
+
+
+class StorageState(BaseModel):
+    """What MinIO holds for the upload's key right now."""
+
+    exists: bool
+    size: int | None = None
+    etag: str | None = None
+    content_type: str | None = None
+    checksum: str | None = None
+    multipart_parts: int | None = Field(
+        default=None, description="Parts held so far, for a pending multipart upload."
+    )
+
+
+class Inspection(BaseModel):
+    upload: AdminUpload
+    history: list[HistoryEntry]
+    storage: StorageState
+
+
+class ActionResult(BaseModel):
+    outcome: str
+    upload: AdminUpload
+
+
+@router.get("/uploads", response_model=AdminUploadPage, responses=ADMIN_ERRORS)
+async def list_uploads(
+    service: AdminDep,
+    status: schemas.Status | None = None,
+    owner: str | None = None,
+    policy: str | None = None,
+    content_type: str | None = None,
+    created_before: datetime | None = None,
+    created_after: datetime | None = None,
+    pending_longer_than: Annotated[
+        float | None, Query(ge=0, description="Seconds pending (implies status=pending).")
+    ] = None,
+    sort: admin.Sort = "-created_at",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=300)] = None,
+) -> AdminUploadPage:
+    """List every owner's uploads with filters, a sort order and keyset pagination."""
+    filters = admin.Filters(
+        status=status,
+        owner=owner,
+        policy=policy,
+        content_type=content_type,
+        created_before=created_before,
+        created_after=created_after,
+        pending_longer_than_seconds=pending_longer_than,
+    )
+    page = await service.list(filters, sort, limit, cursor)
+    return AdminUploadPage(
+        items=[AdminUpload.of(row) for row in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/uploads/{upload_id}", response_model=Inspection, responses=ADMIN_ERRORS)
+async def inspect_upload(upload_id: uuid.UUID, service: AdminDep) -> Inspection:
+    """One upload, its state history, and what storage holds for its key right now."""
+    found = await service.inspect(upload_id)
+    stored = found.stored
+    return Inspection(
+        upload=AdminUpload.of(found.record),
+        history=[HistoryEntry(**dict(entry)) for entry in found.history],
+        storage=StorageState(
+            exists=stored is not None,
+            size=stored.size if stored else None,
+            etag=stored.etag if stored else None,
+            content_type=stored.content_type if stored else None,
+            checksum=stored.checksum if stored else None,
+            multipart_parts=len(found.parts) if found.parts is not None else None,
+        ),
+    )
+
+
+@router.get("/stats", responses=ADMIN_ERRORS)
+async def stats(service: AdminDep) -> dict[str, Any]:
+    """Counts and bytes by status and policy, pending ages, hourly activity, reconciler runs."""
+    return await service.stats()
+
+
+@router.post("/uploads/{upload_id}/reconcile", response_model=ActionResult, responses=ADMIN_ERRORS)
+async def reconcile_upload(
+    upload_id: uuid.UUID, service: AdminDep, principal: PrincipalDep
+) -> ActionResult:
+    """Check one pending upload against storage now (settles it, or expires it if overdue)."""
+    outcome, row = await service.reconcile(upload_id, f"admin:{principal.subject}")
+    return ActionResult(outcome=outcome, upload=AdminUpload.of(row))
+
+
+@router.post("/uploads/{upload_id}/expire", response_model=ActionResult, responses=ADMIN_ERRORS)
+async def expire_upload(
+    upload_id: uuid.UUID, service: AdminDep, principal: PrincipalDep
+) -> ActionResult:
+    """Expire a pending upload now and remove whatever it stored."""
+    outcome, row = await service.expire(upload_id, f"admin:{principal.subject}")
+    return ActionResult(outcome=outcome, upload=AdminUpload.of(row))

@@ -7,6 +7,7 @@ import asyncio
 import os
 import secrets
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import uvicorn
 from dotenv import dotenv_values
 from fastapi import FastAPI
 
-from broker import auth, config, devstack, logs, migrate, policies, storage
+from broker import admin, auth, commands, config, devstack, errors, logs, migrate, policies, storage
 from broker.app import create_app
 
 
@@ -136,6 +137,24 @@ def _dev_environment(state_dir: Path, env_file: Path, port: int) -> dict[str, st
     return values
 
 
+async def operator_command(args: argparse.Namespace, settings: config.Settings) -> str:
+    """Run `broker uploads | stats | reconcile` and return what to print."""
+    if args.command == "stats":
+        return await commands.show_stats(settings, args.json)
+    if args.command == "reconcile":
+        return await commands.reconcile(settings, args.dry_run, args.json)
+    if args.uploads_command == "show":
+        return await commands.show_upload(settings, args.upload_id, args.json)
+    longer = args.pending_longer_than
+    filters = admin.Filters(
+        status=args.status,
+        owner=args.owner,
+        policy=args.policy,
+        pending_longer_than_seconds=commands.parse_duration(longer) if longer else None,
+    )
+    return await commands.list_uploads(settings, filters, args.limit, args.json)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="broker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +176,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_token.add_argument("--admin", action="store_true", help="add the admin claim")
     p_token.add_argument("--env-file", default=".env")
 
+    p_uploads = commands.add_parser("uploads", help="list or show uploads (operators)")
+    uploads_commands = p_uploads.add_subparsers(dest="uploads_command", required=True)
+    p_list = uploads_commands.add_parser("list", help="uploads, newest first")
+    p_list.add_argument(
+        "--status", choices=["pending", "finalized", "rejected", "expired", "deleted"]
+    )
+    p_list.add_argument("--owner")
+    p_list.add_argument("--policy")
+    p_list.add_argument(
+        "--pending-longer-than",
+        metavar="DURATION",
+        help="e.g. 90s, 15m, 1h, 2d (implies --status pending)",
+    )
+    p_list.add_argument("--limit", type=int, default=50)
+    p_list.add_argument("--json", action="store_true")
+    p_show = uploads_commands.add_parser("show", help="one upload, its history and storage state")
+    p_show.add_argument("upload_id", type=uuid.UUID)
+    p_show.add_argument("--json", action="store_true")
+
+    p_stats = commands.add_parser("stats", help="counts, pending ages, hourly activity")
+    p_stats.add_argument("--json", action="store_true")
+
+    p_reconcile = commands.add_parser(
+        "reconcile", help="settle or expire stale pending uploads, sweep orphans"
+    )
+    p_reconcile.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    p_reconcile.add_argument("--json", action="store_true")
+
     p_dev = commands.add_parser("dev", help="run PostgreSQL, MinIO and the broker locally")
     p_dev.add_argument("--state-dir", type=Path, default=Path(".state"))
     p_dev.add_argument("--host", default="127.0.0.1")
@@ -175,9 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(mint_token(args.env_file, args.sub, args.ttl, args.admin))
         elif args.command == "dev":
             dev(args.state_dir, args.host, args.port)
-    except (config.ConfigError, migrate.MigrationError, devstack.StackError) as exc:
+        else:
+            print(asyncio.run(operator_command(args, config.load_settings())))
+    except (config.ConfigError, migrate.MigrationError, devstack.StackError, ValueError) as exc:
         print(f"broker: {exc}", file=sys.stderr)
         return 2
+    except errors.BrokerError as exc:
+        print(f"broker: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

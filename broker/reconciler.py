@@ -141,9 +141,10 @@ class Reconciler:
                 return
             try:
                 cutoff = datetime.now(UTC) - self.orphan_grace
-                for prefix in sorted({p.key_prefix for p in self.policies.by_name.values()}):
+                prefixes = sorted({p.key_prefix for p in self.policies.by_name.values()})
+                for prefix in prefixes:
                     await self._sweep_objects(prefix, cutoff, report)
-                    await self._sweep_multipart(prefix, cutoff, report)
+                await self._sweep_multipart(tuple(prefixes), cutoff, report)
             finally:
                 await conn.fetchval(self.db.queries["unlock_orphan_sweep"])
 
@@ -164,9 +165,15 @@ class Reconciler:
                 )
                 report.record(outcome, key=key)
 
-    async def _sweep_multipart(self, prefix: str, cutoff: datetime, report: PassReport) -> None:
-        async for page in self.storage.list_multipart_uploads(prefix):
-            old = [(key, upload_id) for key, upload_id, started in page if started < cutoff]
+    async def _sweep_multipart(
+        self, prefixes: tuple[str, ...], cutoff: datetime, report: PassReport
+    ) -> None:
+        async for page in self.storage.list_multipart_uploads():
+            old = [
+                (key, upload_id)
+                for key, upload_id, started in page
+                if started < cutoff and key.startswith(prefixes)
+            ]
             if not old:
                 continue
             rows = await self.db.fetch("find_pending_multipart_ids", [u for _, u in old])

@@ -307,15 +307,14 @@ class Storage:
             if not response.get("IsTruncated") or not token:
                 return
 
-    async def list_multipart_uploads(
-        self, prefix: str
-    ) -> AsyncIterator[list[tuple[str, str, datetime]]]:
-        """(key, upload id, started) of each multipart upload under `prefix`, a page at a time."""
+    async def list_multipart_uploads(self) -> AsyncIterator[list[tuple[str, str, datetime]]]:
+        """(key, upload id, started) of every multipart upload in the bucket, a page at a time.
+
+        Not by prefix: MinIO lists multipart uploads for an empty prefix or an exact key only.
+        """
         markers: dict[str, str] = {}
         while True:
-            response = await self._call(
-                "list_multipart_uploads", Bucket=self.bucket, Prefix=prefix, **markers
-            )
+            response = await self._call("list_multipart_uploads", Bucket=self.bucket, **markers)
             yield [
                 (upload["Key"], upload["UploadId"], upload["Initiated"])
                 for upload in response.get("Uploads", [])

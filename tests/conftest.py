@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import boto3
 import botocore.config
 import httpx
 import pytest
 
-from broker import auth, config
+from broker import auth, config, storage
 from tests import services
 from tests.tcp_proxy import TcpProxy
 
@@ -154,3 +157,35 @@ def wait_until_object_gone(s3: Any, bucket: str, key: str, timeout: float = 20) 
             return
         time.sleep(0.05)
     raise AssertionError(f"{key} is still in the bucket after {timeout}s")
+
+
+@pytest.fixture
+def sql(database_url: str) -> Callable[..., Any]:
+    """Run one statement straight on the test database (for time travel and checks)."""
+
+    def run(statement: str, *args: Any) -> list[Any]:
+        async def go() -> list[Any]:
+            conn = await asyncpg.connect(database_url)
+            try:
+                return list(await conn.fetch(statement, *args))
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+
+    return run
+
+
+@contextmanager
+def notifications_off(store: storage.Storage, settings: config.Settings) -> Iterator[None]:
+    """Unsubscribe the bucket from the webhook for a while: MinIO then reports nothing."""
+    store.ensure_bucket([])
+    try:
+        yield
+    finally:
+        store.ensure_bucket(list(settings.s3_notify_arns))
+
+
+@pytest.fixture(scope="session")
+def store(settings: config.Settings) -> storage.Storage:
+    return storage.Storage(settings)

@@ -1,0 +1,152 @@
+"""Operator commands (`broker uploads | stats | reconcile`): straight to the database and bucket."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from broker import admin, config, finalization, policies, reconciler, storage
+from broker.db import Database
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '1h', '2d' -> seconds."""
+    match = DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 1h or 2d")
+    return float(match.group(1)) * SECONDS_PER_UNIT[match.group(2)]
+
+
+def human_age(seconds: float) -> str:
+    """3725 -> '1h 2m'."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain fixed-width table."""
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, default=str, indent=2)
+
+
+@asynccontextmanager
+async def operator(settings: config.Settings) -> AsyncIterator[admin.Admin]:
+    """The operators' use cases on a small pool of their own."""
+    db = await Database.connect(settings.database_url, min_size=1, max_size=2)
+    try:
+        store = storage.Storage(settings)
+        finalizer = finalization.Finalizer(db, store)
+        checker = reconciler.Reconciler(
+            db,
+            store,
+            finalizer,
+            policies.load_policies(settings),
+            orphan_grace_seconds=settings.orphan_grace_seconds,
+        )
+        yield admin.Admin(db, store, checker)
+    finally:
+        await db.close()
+
+
+async def list_uploads(
+    settings: config.Settings, filters: admin.Filters, limit: int, as_json: bool
+) -> str:
+    async with operator(settings) as ops:
+        page = await ops.list(filters, "-created_at", limit, None)
+    now = datetime.now(UTC)
+    if as_json:
+        return to_json([dict(row) for row in page.items])
+    return table(
+        ["id", "status", "owner", "policy", "size", "age", "filename", "stuck"],
+        [
+            (r["id"], r["status"], r["owner"], r["policy"], r["size"],
+             human_age((now - r["created_at"]).total_seconds()), r["filename"],
+             "STUCK" if r["status"] == "pending" and r["expires_at"] <= now else "")
+            for r in page.items
+        ],
+    )  # fmt: skip
+
+
+async def show_upload(settings: config.Settings, upload_id: uuid.UUID, as_json: bool) -> str:
+    async with operator(settings) as ops:
+        found = await ops.inspect(upload_id)
+    record = dict(found.record)
+    stored = found.stored
+    state = {
+        "exists": stored is not None,
+        **(
+            {"size": stored.size, "etag": stored.etag, "checksum": stored.checksum}
+            if stored
+            else {}
+        ),
+        **({"multipart_parts": len(found.parts)} if found.parts is not None else {}),
+    }
+    history = [dict(entry) for entry in found.history]
+    if as_json:
+        return to_json({"upload": record, "history": history, "storage": state})
+    fields = table(["field", "value"], [(k, v) for k, v in record.items()])
+    events = table(
+        ["at", "status", "actor", "detail"],
+        [(h["at"], h["status"], h["actor"], json.dumps(h["detail"])) for h in history],
+    )
+    return f"{fields}\n\nhistory\n{events}\n\nstorage now: {json.dumps(state)}"
+
+
+async def show_stats(settings: config.Settings, as_json: bool) -> str:
+    async with operator(settings) as ops:
+        stats = await ops.stats()
+    if as_json:
+        return to_json(stats)
+    age = stats["oldest_pending_age_seconds"]
+    runs = stats["reconciler_runs"][:5]
+    return "\n\n".join([
+        table(["status", "policy", "uploads", "bytes"],
+              [(r["status"], r["policy"], r["uploads"], r["bytes"])
+               for r in stats["by_status_and_policy"]]),
+        f"pending: {stats['pending']}   stuck (past deadline): {stats['stuck']}   "
+        f"oldest pending: {human_age(age) if age is not None else '-'}",
+        table(["hour (UTC)", "created", "finalized"],
+              [(h["hour"].strftime("%m-%d %H:00"), h["created"], h["finalized"])
+               for h in stats["hourly"]]),
+        "last reconciler runs\n" + table(["started", "trigger", "counts"],
+              [(r["started_at"], r["trigger"], json.dumps(r["counts"])) for r in runs]),
+    ])  # fmt: skip
+
+
+async def reconcile(settings: config.Settings, dry_run: bool, as_json: bool) -> str:
+    async with operator(settings) as ops:
+        report = await ops.reconciler.run_pass(dry_run=dry_run, trigger="cli")
+    summary = {"dry_run": dry_run, "counts": dict(report.counts), "actions": report.actions}
+    if as_json:
+        return to_json(summary)
+    heading = "dry run: nothing was changed\n" if dry_run else ""
+    counts = (
+        table(["outcome", "count"], sorted(report.counts.items()))
+        if report.counts
+        else ("nothing to do")
+    )
+    actions = table(["outcome", "upload", "key"],
+                    [(a["outcome"], a.get("upload_id", ""), a.get("key", ""))
+                     for a in report.actions])  # fmt: skip
+    return f"{heading}{counts}\n\n{actions}" if report.actions else f"{heading}{counts}"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from broker import errors, storage
+from broker import errors, metrics, storage
 from broker.db import Database
 from broker.reconciler import Reconciler
 
@@ -176,6 +176,7 @@ class Admin:
         )
         if row is None:
             return "not_pending", await self._get(upload_id)
+        metrics.UPLOADS_EXPIRED.labels(row["policy"], "admin").inc()
         if row["multipart_upload_id"] is not None:
             await self.storage.abort_multipart(row["object_key"], row["multipart_upload_id"])
         await self.storage.delete(row["object_key"])

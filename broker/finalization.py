@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from broker import errors, events, storage
+from broker import errors, events, metrics, storage
 from broker.db import Database, Executor
 from broker.uploads import sha256_base64
 
@@ -60,7 +60,10 @@ class Finalizer:
             changed = await self.db.fetchrow(
                 "mark_upload_deleted_by_key", event.bucket, event.key, "webhook", detail
             )
-            return "deleted" if changed else "ignored_not_live"
+            if changed is None:
+                return "ignored_not_live"
+            metrics.UPLOADS_DELETED.labels("storage").inc()
+            return "deleted"
         if row["status"] in DEAD_STATUSES:
             await self.delete_quietly(row)
             return "removed_dead_object"
@@ -95,11 +98,16 @@ class Finalizer:
             )
             if changed is None:
                 return "ignored_already_final"
-            log.info("upload.finalized", extra={"upload_id": str(row["id"])})
+            metrics.UPLOADS_FINALIZED.labels(row["policy"], actor.split(":")[0]).inc()
+            metrics.CREATE_TO_FINALIZED.labels(row["policy"]).observe(
+                (changed["finalized_at"] - changed["created_at"]).total_seconds()
+            )
+            log.info("upload.finalized", extra={"upload_id": str(row["id"]), "by": actor})
             return "finalized"
         changed = await executor.fetchrow("mark_upload_rejected", row["id"], reason, actor, detail)
         if changed is None:
             return "ignored_already_final"
+        metrics.UPLOADS_REJECTED.labels(row["policy"], reason).inc()
         log.warning(
             "upload.rejected",
             extra={

@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from broker.request_context import RequestIdFilter
+
 # Attributes every LogRecord has; anything else was passed as `extra=` and is logged.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
     "message",
@@ -36,6 +38,7 @@ def configure(level: str = "INFO") -> None:
     """Send every logger (the broker's and uvicorn's) through the JSON formatter."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from broker import errors, storage
+from broker import errors, metrics, storage
 from broker.db import Database, Executor
 from broker.finalization import Finalizer
 from broker.policies import Policies
@@ -36,6 +36,8 @@ class PassReport:
 
     def record(self, outcome: str, **what: Any) -> None:
         self.counts[outcome] += 1
+        if not self.dry_run:
+            metrics.RECONCILER_OUTCOMES.labels(outcome).inc()
         self.actions.append({"outcome": outcome, **what})
 
 
@@ -125,6 +127,7 @@ class Reconciler:
             return "still_pending"
         if row["multipart_upload_id"] is not None:
             await self.storage.abort_multipart(row["object_key"], row["multipart_upload_id"])
+        metrics.UPLOADS_EXPIRED.labels(row["policy"], actor.split(":")[0]).inc()
         log.info("upload.expired", extra={"upload_id": str(row["id"]), "by": actor})
         return "expired"
 

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import asyncpg
 
-from broker import errors, storage
+from broker import errors, metrics, storage
 from broker.db import Database
 from broker.policies import Policies, Policy
 
@@ -267,6 +267,7 @@ class Uploads:
             if earlier is not None:
                 return self._replay(earlier, fingerprint)
             raise errors.QuotaExceeded(details=self._quota_details(policy))
+        metrics.UPLOADS_CREATED.labels(policy.name, transfer).inc()
         log.info(
             "upload.created",
             extra={"upload_id": str(upload_id), "policy": policy.name, "transfer": transfer},
@@ -385,6 +386,7 @@ class Uploads:
         if row is None:
             row = await self.get(owner, upload_id)
         else:
+            metrics.UPLOADS_DELETED.labels("owner").inc()
             log.info("upload.deleted", extra={"upload_id": str(upload_id), "by": "owner"})
         if row["status"] == "deleted":
             if row["multipart_upload_id"] is not None:

@@ -7,7 +7,7 @@ import logging
 
 from fastapi import APIRouter, Request
 
-from broker import errors, events
+from broker import errors, events, metrics
 from broker.api import schemas
 from broker.api.deps import FinalizerDep, SettingsDep
 from broker.api.errors_doc import responses
@@ -43,5 +43,6 @@ async def minio_webhook(
             "webhook.event",
             extra={"event_name": event.name, "key": event.key, "outcome": outcome},
         )
+        metrics.WEBHOOK_EVENTS.labels(outcome).inc()
         outcomes.append(outcome)
     return schemas.WebhookResult(outcomes=outcomes)

@@ -1,0 +1,65 @@
+"""Per-request context: a request id (from X-Request-ID or new) in logs and responses, and
+the latency of each request by route template. A pure ASGI middleware, to stay cheap."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker import metrics
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+ACCEPTED_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the current request id to every log record made while serving a request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            record.request_id = request_id
+        return True
+
+
+class RequestContext:
+    """Sets the request id for the request's duration, echoes it, and times the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
+            "latin-1"
+        )
+        request_id = given if ACCEPTED_ID.match(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            metrics.REQUEST_SECONDS.labels(
+                scope["method"], getattr(route, "path", "unmatched"), str(status)
+            ).observe(time.perf_counter() - started)
+            REQUEST_ID.reset(token)

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test token lint docker-lint bench venv minio clean
+.PHONY: run test token broker lint docker-lint bench venv minio clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: $(STAMP)
 ## token: print a bearer token for the local stack, e.g. make token SUB=alice
 token: $(STAMP)
 	@$(BIN)/broker token --env-file .state/dev.env --sub $(or $(SUB),alice) $(if $(ADMIN),--admin)
+
+## broker: a broker command against the local stack, e.g. make broker ARGS="uploads list"
+broker: $(STAMP)
+	@set -a; . .state/dev.env; set +a; $(BIN)/broker $(ARGS)
 
 ## test: the whole suite against real PostgreSQL and MinIO
 test: $(STAMP)

@@ -12,18 +12,29 @@ from contextlib import asynccontextmanager
 import tenacity
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker import admin, errors, finalization, multipart, reconciler, storage, uploads
 from broker.api import admin as admin_api
-from broker.api import health, parts, webhooks
+from broker.api import health, metrics_route, ops, parts, webhooks
 from broker.api import uploads as uploads_api
 from broker.config import Settings
 from broker.db import UNAVAILABLE_ERRORS, Database
 from broker.policies import load_policies
+from broker.request_context import RequestContext
 
 log = logging.getLogger("broker.app")
+# What browsers may send to the broker: its JSON API, SSE reconnects, Uppy's plugin.
+CORS_REQUEST_HEADERS = [
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "x-request-id",
+    "last-event-id",
+    "uppy-auth-token",
+]
 
 
 def _waiting(what: str, settings: Settings) -> tenacity.AsyncRetrying:
@@ -129,11 +140,25 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(RequestContext)
+    if settings.cors_origins:
+        # Added last, so it is outermost: error responses carry CORS headers too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=["x-request-id", "idempotent-replayed"],
+            max_age=600,
+        )
     app.include_router(uploads_api.router)
     app.include_router(parts.router)
     app.include_router(admin_api.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    app.include_router(metrics_route.router)
+    app.include_router(ops.router)
     _install_error_handlers(app)
     return app
 

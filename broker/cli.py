@@ -90,12 +90,13 @@ def dev(state_dir: Path, host: str, port: int) -> None:
         root_password=os.environ["BROKER_S3_SECRET_KEY"],
         webhook_endpoint=f"http://127.0.0.1:{port}/v1/webhooks/minio",
         webhook_token=os.environ["BROKER_WEBHOOK_TOKEN"],
-        cors_origins=os.environ.get("BROKER_DEV_CORS_ORIGINS", "*"),
+        # MinIO's CORS is global (no per-bucket rules in the community edition): the same
+        # origins as the broker's, or any origin when none are set.
+        cors_origins=os.environ.get("BROKER_CORS_ORIGINS") or "*",
     )
     try:
         print(f"starting PostgreSQL on 127.0.0.1:{pg_port} ...", flush=True)
         postgres.start()
-        os.environ.setdefault("BROKER_DATABASE_URL", postgres.url)
         print(f"starting MinIO on 127.0.0.1:{minio_port} ...", flush=True)
         minio.start()
         settings = config.load_settings()
@@ -117,21 +118,29 @@ def dev(state_dir: Path, host: str, port: int) -> None:
 
 def _dev_environment(state_dir: Path, env_file: Path, port: int) -> dict[str, str]:
     """The local stack's settings, generated once into `env_file` and reused after."""
+    values: dict[str, str] = {}
     if env_file.exists():
-        return {k: v for k, v in dotenv_values(env_file).items() if v is not None}
-    state_dir.mkdir(parents=True, exist_ok=True)
-    minio_port = int(os.environ.get("BROKER_DEV_MINIO_PORT", "9000"))
-    values = {
-        "BROKER_DEV_PG_PORT": os.environ.get("BROKER_DEV_PG_PORT", "55432"),
-        "BROKER_DEV_PG_PASSWORD": secrets.token_hex(16),
-        "BROKER_DEV_MINIO_PORT": str(minio_port),
-        "BROKER_S3_ENDPOINT": f"http://127.0.0.1:{minio_port}",
-        "BROKER_S3_ACCESS_KEY": "broker-dev",
-        "BROKER_S3_SECRET_KEY": secrets.token_hex(20),
-        "BROKER_S3_BUCKET": "uploads",
-        "BROKER_JWT_SECRET": secrets.token_hex(32),
-        "BROKER_WEBHOOK_TOKEN": secrets.token_hex(24),
-    }
+        values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    else:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        minio_port = int(os.environ.get("BROKER_DEV_MINIO_PORT", "9000"))
+        values = {
+            "BROKER_DEV_PG_PORT": os.environ.get("BROKER_DEV_PG_PORT", "55432"),
+            "BROKER_DEV_PG_PASSWORD": secrets.token_hex(16),
+            "BROKER_DEV_MINIO_PORT": str(minio_port),
+            "BROKER_S3_ENDPOINT": f"http://127.0.0.1:{minio_port}",
+            "BROKER_S3_ACCESS_KEY": "broker-dev",
+            "BROKER_S3_SECRET_KEY": secrets.token_hex(20),
+            "BROKER_S3_BUCKET": "uploads",
+            "BROKER_JWT_SECRET": secrets.token_hex(32),
+            "BROKER_WEBHOOK_TOKEN": secrets.token_hex(24),
+        }
+    # Kept in the file too, so that `make broker ARGS=...` reaches the same database.
+    values.setdefault(
+        "BROKER_DATABASE_URL",
+        f"postgresql://broker:{values['BROKER_DEV_PG_PASSWORD']}"
+        f"@127.0.0.1:{values['BROKER_DEV_PG_PORT']}/broker",
+    )
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     env_file.chmod(0o600)
     return values

@@ -55,12 +55,15 @@ class Settings(BaseSettings):
     orphan_sweep_interval_seconds: float = Field(default=3600, gt=0)
     orphan_grace_seconds: int = Field(default=3600, ge=60)
 
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    cors_allow_credentials: bool = False
+
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=10, ge=1)
     startup_timeout_seconds: float = Field(default=30, gt=0)
     log_level: str = "INFO"
 
-    @field_validator("allowed_content_types", "s3_notify_arns", mode="before")
+    @field_validator("allowed_content_types", "s3_notify_arns", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -79,6 +82,16 @@ class Settings(BaseSettings):
                     f"{pattern!r} is not a media type pattern like image/png or image/*"
                 )
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            parts = urlsplit(origin)
+            exact = parts.scheme in ("http", "https") and parts.hostname and not parts.path
+            if origin != "*" and (not exact or parts.query or parts.fragment):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return tuple(origin.rstrip("/") for origin in value)
 
     @field_validator("s3_notify_arns")
     @classmethod
@@ -124,6 +137,11 @@ class Settings(BaseSettings):
     def _check_pool(self) -> Settings:
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("BROKER_DB_POOL_MIN must not exceed BROKER_DB_POOL_MAX")
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError(
+                "BROKER_CORS_ORIGINS must list exact origins, not *, "
+                "when BROKER_CORS_ALLOW_CREDENTIALS is on"
+            )
         return self
 
     @property

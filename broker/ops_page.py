@@ -16,8 +16,8 @@ STATUSES = ("pending", "finalized", "rejected", "expired", "deleted")
 REFRESH_SECONDS = 30
 
 # Chart geometry (SVG user units; the SVG scales to the width of the page).
-CHART_WIDTH = 760
-CHART_HEIGHT = 240
+CHART_WIDTH = 1000
+CHART_HEIGHT = 230
 PLOT_LEFT = 44
 PLOT_RIGHT = 12
 PLOT_TOP = 14
@@ -82,8 +82,9 @@ def _time_cell(value: datetime | str | None, now: datetime) -> str:
     if moment is None:
         return "<td>—</td>"
     return (
-        f'<td><time datetime="{esc(moment.isoformat())}">{esc(format_time(moment))}</time>'
-        f'<span class="muted"> · {esc(_relative(moment, now))}</span></td>'
+        f'<td class="when"><time datetime="{esc(moment.isoformat())}">'
+        f"{esc(format_time(moment))}</time>"
+        f'<div class="muted small">{esc(_relative(moment, now))}</div></td>'
     )
 
 
@@ -137,7 +138,7 @@ def _counts_section(stats: Mapping[str, Any]) -> str:
         '<section id="counts" aria-labelledby="counts-title">'
         '<h2 id="counts-title">Uploads by status</h2>'
         f'<div class="cards">{"".join(cards)}</div>'
-        '<details open><summary>By status and policy</summary>'
+        "<details open><summary>By status and policy</summary>"
         '<table id="by-status-policy"><thead><tr><th scope="col">Status</th>'
         '<th scope="col">Policy</th><th scope="col" class="num">Uploads</th>'
         f'<th scope="col" class="num">Bytes</th></tr></thead><tbody>{body}</tbody></table>'
@@ -150,15 +151,21 @@ def _counts_section(stats: Mapping[str, Any]) -> str:
 
 def _pending_section(pending: Sequence[Row], total_pending: int, now: datetime) -> str:
     rows = []
+    stuck_count = 0
     for row in pending:
         created = _utc(row["created_at"])
         expires = _utc(row["expires_at"])
         stuck = expires is not None and expires <= now
+        stuck_count += stuck
         age = format_age((now - created).total_seconds()) if created else "—"
-        label = '<span class="badge stuck-label">stuck</span>' if stuck else ""
+        label = (
+            '<span class="badge stuck-label" title="past its deadline">stuck</span>'
+            if stuck
+            else ""
+        )
         rows.append(
             f'<tr class="{"stuck" if stuck else "waiting"}" data-upload-id="{esc(row["id"])}"'
-            f'{" data-stuck" if stuck else ""}>'
+            f"{' data-stuck' if stuck else ''}>"
             f'<td class="mono">{esc(row["id"])}{label}</td>'
             f"<td>{esc(row['owner'])}</td><td>{esc(row['policy'])}</td>"
             f'<td class="filename">{esc(row["filename"])}</td>'
@@ -169,14 +176,18 @@ def _pending_section(pending: Sequence[Row], total_pending: int, now: datetime) 
     if not rows:
         rows.append('<tr><td colspan="7" class="empty">Nothing is pending.</td></tr>')
     shown = len(pending)
-    note = (
-        f"Oldest {shown:,} of {total_pending:,} pending uploads, oldest first."
-        if total_pending > shown
-        else f"{shown:,} pending upload{'' if shown == 1 else 's'}, oldest first."
-    )
-    stuck_count = sum(1 for row in pending if (_utc(row["expires_at"]) or now) <= now)
+    if total_pending > shown:
+        note = f"The oldest {shown:,} of {total_pending:,} pending uploads, oldest first."
+    elif shown:
+        note = f"{shown:,} pending upload{'' if shown == 1 else 's'}, oldest first."
+    else:
+        note = "No pending uploads."
     if stuck_count:
-        note += f" {stuck_count:,} past their deadline are marked stuck."
+        note += (
+            " 1 is past its deadline, marked stuck."
+            if stuck_count == 1
+            else f" {stuck_count:,} are past their deadline, marked stuck."
+        )
     return (
         '<section id="pending-section" aria-labelledby="pending-title">'
         '<h2 id="pending-title">Pending</h2>'
@@ -257,7 +268,7 @@ def render_chart(hourly: Sequence[Mapping[str, Any]]) -> str:
     )
     return (
         f'<svg id="hourly-chart" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" '
-        'xmlns="http://www.w3.org/2000/svg" role="img" '
+        'xmlns="http://www.w3.org/2000/svg" role="group" '
         'aria-labelledby="chart-title chart-desc">'
         '<title id="chart-title">Uploads and finalizations per hour</title>'
         f'<desc id="chart-desc">{esc(description)}</desc>'
@@ -272,7 +283,7 @@ def _chart_section(hourly: Sequence[Mapping[str, Any]]) -> str:
     finalized = sum(int(h["finalized"]) for h in hourly)
     return (
         '<section id="activity" aria-labelledby="activity-title">'
-        '<h2 id="activity-title">Last 24 hours</h2>'
+        '<h2 id="activity-title">Last 24 hours <span class="muted small">(UTC)</span></h2>'
         '<ul class="legend" aria-label="Legend">'
         f'<li><span class="swatch created"></span>created ({created:,})</li>'
         f'<li><span class="swatch finalized"></span>finalized ({finalized:,})</li></ul>'
@@ -293,9 +304,7 @@ def _runs_section(runs: Sequence[Mapping[str, Any]], now: datetime) -> str:
     rows = []
     for run in runs:
         started, finished = _utc(run["started_at"]), _utc(run["finished_at"])
-        took = (
-            f"{(finished - started).total_seconds():.2f} s" if started and finished else "—"
-        )
+        took = f"{(finished - started).total_seconds():.2f} s" if started and finished else "—"
         rows.append(
             "<tr>"
             f"{_time_cell(run['started_at'], now)}"
@@ -355,7 +364,9 @@ th { font-size:12px; text-transform:uppercase; letter-spacing:.03em; color:var(-
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 td.mono { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; font-size:12px;
   white-space:nowrap; }
-td.filename { word-break:break-all; }
+td.filename { overflow-wrap:anywhere; min-width:12em; }
+td.when { white-space:nowrap; }
+.small { font-size:12px; }
 td.empty { color:var(--muted); text-align:center; padding:16px; }
 .muted { color:var(--muted); }
 .note { color:var(--muted); margin:-4px 0 10px; }
@@ -373,20 +384,25 @@ tr.stuck td:first-child { box-shadow:inset 4px 0 0 var(--stuck); }
   margin-right:6px; vertical-align:-1px; }
 .swatch.created, .bar.created { background:var(--created); fill:var(--created); }
 .swatch.finalized, .bar.finalized { background:var(--finalized); fill:var(--finalized); }
-.chart svg { width:100%; height:auto; display:block; }
+.chart { overflow-x:auto; }
+.chart svg { width:100%; min-width:640px; height:auto; display:block; }
 .chart .grid { stroke:var(--line); stroke-width:1; }
 .chart .axis { stroke:#9aa5b1; stroke-width:1; }
 .chart .tick { font-size:11px; fill:var(--muted); }
 .chart .slot { fill:transparent; }
 .chart .hour:hover .slot { fill:#eef3fb; }
 td.counts { font-size:13px; }
+.badge.status-pending { background:#e3ecfb; color:#1d4ea8; }
+.badge.status-finalized { background:#e2f3e7; color:#166c30; }
+.badge.status-rejected { background:#fdecea; color:#912018; }
+.badge.status-expired { background:#fbf3d9; color:#6b5400; }
 footer { color:var(--muted); font-size:12px; text-align:center; }
+@media (max-width: 640px) { header, main { padding-left:12px; padding-right:12px; }
+  section { padding:12px; } }
 """
 
 
-def render_ops_page(
-    stats: Mapping[str, Any], pending: Sequence[Row], now: datetime
-) -> str:
+def render_ops_page(stats: Mapping[str, Any], pending: Sequence[Row], now: datetime) -> str:
     """The whole operators' page for `Admin.stats()` and the oldest pending uploads."""
     now = _utc(now) or datetime.now(UTC)
     total_pending = int(stats.get("pending") or 0)
@@ -397,7 +413,7 @@ def render_ops_page(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="robots" content="noindex">'
         f"<title>broker · operations</title><style>{STYLE}</style></head><body>"
-        '<header><h1>broker · operations</h1>'
+        "<header><h1>broker · operations</h1>"
         f'<span class="meta" id="generated">as of <time datetime="{esc(now.isoformat())}">'
         f"{esc(format_time(now))}</time> · refreshes every {REFRESH_SECONDS} s</span></header>"
         "<main>"

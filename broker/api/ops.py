@@ -1,0 +1,131 @@
+"""The operators' page: server-rendered HTML of the admin stats, for a browser.
+
+A browser cannot send an Authorization header when it navigates, so besides the bearer
+header the page accepts the admin token from the HttpOnly cookie `broker_ops`, which
+`GET /ops/login?token=<jwt>` sets before redirecting to /ops (so the token leaves the
+address bar at once).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from html import escape
+
+import jwt
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from broker import admin, auth, ops_page
+from broker.api.deps import bearer_token
+
+router = APIRouter(tags=["ops"])
+
+COOKIE = "broker_ops"
+DEFAULT_COOKIE_SECONDS = 3600
+PENDING_ROWS = 100
+
+# Every response of these routes: never cached, never framed, no scripts, no referrer
+# (the login URL carries a token).
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _ops_path(request: Request) -> str:
+    return f"{request.scope.get('root_path', '')}/ops"
+
+
+def _page(content: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(content, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def _unauthorized(request: Request, reason: str, forget_cookie: bool = False) -> HTMLResponse:
+    login = escape(f"{_ops_path(request)}/login?token=")
+    body = (
+        f"<p>{escape(reason)} This page needs a token with the admin claim.</p>"
+        "<p>Mint one where the broker's <code>BROKER_JWT_SECRET</code> is set:</p>"
+        "<pre>broker token --sub NAME --admin</pre>"
+        f"<p>then open <code>{login}&lt;token&gt;</code> in this browser. The token is kept in "
+        "an HttpOnly cookie for this page only, until it expires.</p>"
+    )
+    response = _page(ops_page.render_message_page("Sign in required", body, 401), 401)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="broker ops"'
+    if forget_cookie:  # its token no longer works: drop it rather than send it again
+        response.delete_cookie(COOKIE, path=_ops_path(request), httponly=True, samesite="strict")
+    return response
+
+
+def _forbidden(principal: auth.Principal) -> HTMLResponse:
+    body = (
+        f"<p>The token of <strong>{escape(principal.subject)}</strong> is valid but has no "
+        "admin claim.</p><p>Mint an operator's token with "
+        "<code>broker token --sub NAME --admin</code> and sign in again with "
+        "<code>/ops/login?token=&lt;token&gt;</code>.</p>"
+    )
+    return _page(ops_page.render_message_page("Admin token required", body, 403), 403)
+
+
+def _verify(request: Request, token: str) -> auth.Principal | None:
+    try:
+        return auth.verify_token(request.app.state.settings.jwt_secret, token)
+    except auth.InvalidToken:
+        return None
+
+
+def _seconds_left(token: str) -> int:
+    """The remaining lifetime of a token already verified (signature and expiry)."""
+    expires = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    if not isinstance(expires, int | float):
+        return DEFAULT_COOKIE_SECONDS
+    return max(1, int(expires - time.time()))
+
+
+@router.get("/ops", response_class=HTMLResponse, include_in_schema=False)
+async def ops(request: Request) -> Response:
+    """Operators' page: counts by status, pending uploads with ages, stuck ones, hourly chart."""
+    header_token = bearer_token(request)
+    token = header_token or request.cookies.get(COOKIE)
+    if not token:
+        return _unauthorized(request, "No admin token was sent.")
+    principal = _verify(request, token)
+    if principal is None:
+        return _unauthorized(
+            request, "The token is invalid or has expired.", forget_cookie=header_token is None
+        )
+    if not principal.admin:
+        return _forbidden(principal)
+    service: admin.Admin = request.app.state.admin
+    stats = await service.stats()
+    pending = await service.list(admin.Filters(status="pending"), "created_at", PENDING_ROWS, None)
+    return _page(ops_page.render_ops_page(stats, pending.items, datetime.now(UTC)))
+
+
+@router.get("/ops/login", response_class=HTMLResponse, include_in_schema=False)
+async def ops_login(request: Request, token: str | None = None) -> Response:
+    """Exchange an admin token in the query for an HttpOnly cookie, then go to /ops."""
+    if not token:
+        return _unauthorized(request, "No token was given.")
+    principal = _verify(request, token)
+    if principal is None:
+        return _unauthorized(request, "The token is invalid or has expired.")
+    if not principal.admin:
+        return _forbidden(principal)
+    response = RedirectResponse(_ops_path(request), status_code=303, headers=SECURITY_HEADERS)
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=_seconds_left(token),
+        path=_ops_path(request),
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return response

@@ -1,0 +1,222 @@
+"""The operators' page rendering: escaping, stuck rows, ages, the hourly chart. Pure."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+
+from broker import ops_page
+
+NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
+HOSTILE = "<script>alert(1)</script>"
+
+
+def upload(**fields: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "owner": "alice",
+        "policy": "default",
+        "filename": "report.pdf",
+        "size": 1536,
+        "status": "pending",
+        "created_at": NOW - timedelta(minutes=3, seconds=20),
+        "expires_at": NOW + timedelta(minutes=10),
+    }
+    return {**row, **fields}
+
+
+def stats(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "by_status_and_policy": [
+            {"status": "pending", "policy": "default", "uploads": 2, "bytes": 3072},
+            {"status": "pending", "policy": "avatars", "uploads": 1, "bytes": 1024},
+            {"status": "finalized", "policy": "default", "uploads": 5, "bytes": 5 * 1024**2},
+        ],
+        "pending": 3,
+        "stuck": 1,
+        "oldest_pending_age_seconds": 7500.0,
+        "hourly": [
+            {
+                "hour": NOW.replace(minute=0) - timedelta(hours=23 - i),
+                "created": i % 4,
+                "finalized": i % 3,
+            }
+            for i in range(24)
+        ],
+        "reconciler_runs": [
+            {
+                "started_at": NOW - timedelta(minutes=5),
+                "finished_at": NOW - timedelta(minutes=5) + timedelta(milliseconds=120),
+                "dry_run": False,
+                "trigger": "schedule",
+                "counts": {"expired": 1, "finalized": 2},
+            }
+        ],
+    }
+    return {**base, **fields}
+
+
+class Collector(HTMLParser):
+    """Tags and attributes as a browser's parser sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def parse(page: str) -> list[tuple[str, dict[str, str | None]]]:
+    collector = Collector()
+    collector.feed(page)
+    return collector.tags
+
+
+def test_a_hostile_filename_and_owner_are_escaped_everywhere() -> None:
+    row = upload(filename=HOSTILE, owner='"><img src=x onerror=alert(1)>', policy="<b>p</b>")
+    page = ops_page.render_ops_page(
+        stats(
+            by_status_and_policy=[
+                {"status": "pending", "policy": HOSTILE, "uploads": 1, "bytes": 1}
+            ],
+            reconciler_runs=[
+                {
+                    "started_at": NOW,
+                    "finished_at": NOW,
+                    "dry_run": True,
+                    "trigger": HOSTILE,
+                    "counts": {HOSTILE: 1},
+                }
+            ],
+        ),
+        [row],
+        NOW,
+    )
+    assert HOSTILE not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    tags = [tag for tag, _ in parse(page)]
+    assert "script" not in tags and "img" not in tags and "b" not in tags
+    assert all("onerror" not in attrs for _, attrs in parse(page))
+
+
+def test_a_pending_upload_past_its_deadline_is_highlighted_and_labelled_stuck() -> None:
+    stuck = upload(expires_at=NOW - timedelta(seconds=1), filename="late.bin")
+    exactly_due = upload(expires_at=NOW, filename="due.bin")
+    waiting = upload(expires_at=NOW + timedelta(seconds=1), filename="fine.bin")
+    page = ops_page.render_ops_page(stats(), [stuck, exactly_due, waiting], NOW)
+
+    rows = {
+        attrs["data-upload-id"]: attrs
+        for tag, attrs in parse(page)
+        if tag == "tr" and attrs.get("data-upload-id")
+    }
+    assert rows[str(stuck["id"])]["class"] == "stuck"
+    assert rows[str(exactly_due["id"])]["class"] == "stuck"
+    assert rows[str(waiting["id"])]["class"] == "waiting"
+    # Not colour alone: the stuck rows carry a visible label, the waiting row none.
+    for row, expected in ((stuck, 1), (exactly_due, 1), (waiting, 0)):
+        html_row = re.search(rf'<tr [^>]*data-upload-id="{row["id"]}".*?</tr>', page)
+        assert html_row is not None
+        assert html_row.group(0).count(">stuck</span>") == expected
+    assert "2 are past their deadline, marked stuck." in page
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (-5, "0s"),
+        (0, "0s"),
+        (45, "45s"),
+        (200, "3m 20s"),
+        (3600, "1h 0m"),
+        (7500, "2h 5m"),
+        (86400 + 4 * 3600 + 59, "1d 4h"),
+    ],
+)
+def test_ages_read_as_their_two_largest_units(seconds: float, expected: str) -> None:
+    assert ops_page.format_age(seconds) == expected
+
+
+def test_the_pending_table_shows_each_upload_with_its_age() -> None:
+    row = upload(created_at=NOW - timedelta(hours=2, minutes=5, seconds=9), size=3 * 1024**2)
+    page = ops_page.render_ops_page(stats(), [row], NOW)
+    html_row = re.search(rf'<tr [^>]*data-upload-id="{row["id"]}".*?</tr>', page)
+    assert html_row is not None
+    assert '<td class="num" data-testid="age">2h 5m</td>' in html_row.group(0)
+    assert "3.0 MiB" in html_row.group(0)
+    assert "report.pdf" in html_row.group(0) and "alice" in html_row.group(0)
+    assert "in 10m 0s" in html_row.group(0)  # the deadline, relative to now
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(0, "0 B"), (512, "512 B"), (1536, "1.5 KiB"), (64 * 1024**2, "64.0 MiB")],
+)
+def test_bytes_read_in_binary_units(size: int, expected: str) -> None:
+    assert ops_page.format_bytes(size) == expected
+
+
+def test_counts_are_summed_over_policies_per_status() -> None:
+    page = ops_page.render_ops_page(stats(), [], NOW)
+    pending_card = re.search(r'data-testid="count-pending">(.*?)</div></div>', page)
+    assert pending_card is not None
+    assert '<div class="card-value">3</div>' in pending_card.group(0)
+    assert "4.0 KiB" in pending_card.group(0)
+    # Statuses without uploads still get a card, at zero.
+    assert re.search(r'data-testid="count-deleted">.*?card-value">0<', page)
+    assert re.search(r'data-testid="count-stuck">.*?card-value">1<', page)
+    assert 'data-testid="oldest-pending"' in page and "2h 5m" in page
+    assert "Nothing is pending." in page
+
+
+def test_the_chart_has_24_hour_groups_with_two_labelled_series() -> None:
+    page = ops_page.render_ops_page(stats(), [], NOW)
+    svg = re.search(r'<svg id="hourly-chart".*?</svg>', page, re.S)
+    assert svg is not None
+    tags = parse(svg.group(0))
+    groups = [attrs for tag, attrs in tags if tag == "g" and attrs.get("class") == "hour"]
+    assert len(groups) == 24
+    assert all(attrs["aria-label"] for attrs in groups)
+    bars = [
+        attrs["class"] for tag, attrs in tags if tag == "rect" and "bar" in (attrs["class"] or "")
+    ]
+    assert bars.count("bar created") == 24 and bars.count("bar finalized") == 24
+    # Every bar explains itself; the legend names both series.
+    assert svg.group(0).count("<title") == 1 + 24 * 3
+    assert "2025-03-14 12:00 UTC: 3 created" in svg.group(0)
+    assert "2025-03-13 13:00 UTC: 0 created" in svg.group(0)
+    assert 'class="swatch created"' in page and 'class="swatch finalized"' in page
+
+
+def test_an_idle_day_still_draws_a_chart() -> None:
+    idle = [
+        {"hour": NOW - timedelta(hours=23 - i), "created": 0, "finalized": 0} for i in range(24)
+    ]
+    page = ops_page.render_ops_page(stats(hourly=idle, reconciler_runs=[]), [], NOW)
+    assert page.count('class="hour"') == 24
+    assert "The reconciler has not run yet." in page
+
+
+def test_the_page_is_self_contained_and_refreshes_itself() -> None:
+    page = ops_page.render_ops_page(stats(), [upload()], NOW)
+    assert page.startswith("<!doctype html>")
+    assert '<meta http-equiv="refresh" content="30">' in page
+    tags = parse(page)
+    assert not [tag for tag, _ in tags if tag in ("script", "link", "img", "iframe")]
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    ids = [attrs["id"] for _, attrs in tags if attrs.get("id")]
+    assert len(ids) == len(set(ids))
+    assert {"counts", "pending", "hourly-chart", "reconciler-runs"} <= set(ids)
+    assert "expired 1 · finalized 2" in page and "0.12 s" in page
+
+
+def test_a_cut_pending_list_says_how_many_more_there_are() -> None:
+    page = ops_page.render_ops_page(stats(pending=150), [upload(), upload()], NOW)
+    assert "The oldest 2 of 150 pending uploads, oldest first." in page
+    assert "No pending uploads." in ops_page.render_ops_page(stats(pending=0), [], NOW)

@@ -16,9 +16,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker import admin, errors, finalization, multipart, reconciler, storage, uploads
+from broker import (
+    admin,
+    errors,
+    finalization,
+    live,
+    multipart,
+    reconciler,
+    storage,
+    uploads,
+)
 from broker.api import admin as admin_api
-from broker.api import health, metrics_route, ops, parts, webhooks
+from broker.api import events, health, metrics_route, ops, parts, webhooks
 from broker.api import uploads as uploads_api
 from broker.config import Settings
 from broker.db import UNAVAILABLE_ERRORS, Database
@@ -112,6 +121,8 @@ def create_app(settings: Settings) -> FastAPI:
                 orphan_grace_seconds=settings.orphan_grace_seconds,
             )
             app.state.admin = admin.Admin(db, store, app.state.reconciler)
+            app.state.live = live.UploadChanges(settings.database_url)
+            await app.state.live.start()
             background = None
             if settings.reconcile_interval_seconds > 0:
                 background = asyncio.create_task(
@@ -130,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
+            await app.state.live.stop()
         finally:
             await db.close()
 
@@ -154,6 +166,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
     app.include_router(uploads_api.router)
     app.include_router(parts.router)
+    app.include_router(events.router)
     app.include_router(admin_api.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     orphan_sweep_interval_seconds: float = Field(default=3600, gt=0)
     orphan_grace_seconds: int = Field(default=3600, ge=60)
 
+    sse_heartbeat_seconds: float = Field(default=15, gt=0, le=300)
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     cors_allow_credentials: bool = False
 

@@ -244,3 +244,7 @@ SELECT hours.hour,
 FROM generate_series(date_trunc('hour', now()) - interval '23 hours',
                      date_trunc('hour', now()), interval '1 hour') AS hours (hour)
 ORDER BY hours.hour;
+
+-- name: get_upload_events_after
+-- The state changes of one upload after a given event id (its SSE stream), oldest first.
+SELECT id, status, at FROM upload_history WHERE upload_id = $1 AND id > $2 ORDER BY id;

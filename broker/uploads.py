@@ -228,7 +228,7 @@ class Uploads:
         policy = self._policy(new.policy)
         self._check_limits(new, policy)
         transfer = self._transfer(new, policy)
-        fingerprint = new.fingerprint()
+        fingerprint = new.fingerprint() if idempotency_key is not None else None
         if idempotency_key is not None:
             earlier = await self.db.fetchrow(
                 "get_upload_by_idempotency_key", owner, idempotency_key
@@ -298,7 +298,7 @@ class Uploads:
             "global_quota": self.policies.global_quota.model_dump(),
         }
 
-    def _replay(self, earlier: asyncpg.Record, fingerprint: str) -> Created:
+    def _replay(self, earlier: asyncpg.Record, fingerprint: str | None) -> Created:
         if earlier["request_hash"] != fingerprint:
             raise errors.IdempotencyKeyReused(details={"upload_id": str(earlier["id"])})
         created = self._instructions(earlier)

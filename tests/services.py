@@ -189,6 +189,7 @@ def broker_settings(
         startup_timeout_seconds=10,
         policies_file=policies_file,
         reconcile_interval_seconds=0,  # tests run reconciler passes themselves
+        sse_heartbeat_seconds=0.5,
         multipart_part_size_bytes=5 * 1024 * 1024,
         db_pool_min=1,
         db_pool_max=5,

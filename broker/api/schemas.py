@@ -193,6 +193,10 @@ class CreatedUpload(Upload):
     """A new pending upload and how to send its bytes (null once it is no longer pending)."""
 
     upload: UploadInstructions | None
+    events_url: str = Field(
+        description="Live status (Server-Sent Events), relative to the broker; its token "
+        "opens this stream only and expires in 10 minutes."
+    )
 
 
 def _base64(value: str) -> str:

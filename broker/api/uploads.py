@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from broker import uploads
+from broker import auth, uploads
 from broker.api import schemas
-from broker.api.deps import PrincipalDep, UploadsDep
+from broker.api.deps import PrincipalDep, SettingsDep, UploadsDep
 from broker.api.errors_doc import responses
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
@@ -60,6 +60,7 @@ async def create_upload(
     principal: PrincipalDep,
     service: UploadsDep,
     response: Response,
+    settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> schemas.CreatedUpload:
     """Create a pending upload and get how to send its bytes straight to storage."""
@@ -81,8 +82,12 @@ async def create_upload(
     if created.replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
+    upload_id = str(created.record["id"])
+    token = auth.issue_events_token(settings.jwt_secret, principal.subject, upload_id)
     return schemas.CreatedUpload(
-        **schemas.Upload.of(created.record).model_dump(), upload=instructions(created)
+        **schemas.Upload.of(created.record).model_dump(),
+        upload=instructions(created),
+        events_url=f"/v1/uploads/{upload_id}/events?token={token}",
     )
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the broker against a minimal FastAPI + asyncpg baseline (`make bench`)."""

@@ -1,0 +1,139 @@
+"""The baseline the broker is measured against: the least a FastAPI service can do for the
+same request, i.e. validate the same body shape and run the broker's own `insert_upload`.
+
+No auth, no presign, no error mapping. Run it like `broker serve` runs the broker:
+
+    BROKER_DATABASE_URL=postgresql://... python -m bench.baseline_app --port 8001
+
+Fairness: it gets the same start-up treatment as the broker (broker/app.py, broker/db.py):
+the same pool size (BROKER_DB_POOL_MIN/MAX), the same jsonb codec, no reset round trip
+when a connection goes back to the pool, and gc.freeze() once the pool is open; uvicorn
+runs it with one worker, uvloop/httptools and no access log, as `broker serve` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import uvicorn
+from fastapi import FastAPI, Request, status
+from pydantic import BaseModel
+
+from broker.db import load_queries
+
+OWNER = "bench"
+BUCKET = "uploads"
+PENDING_TTL_SECONDS = 86400.0  # the broker's default BROKER_PENDING_TTL_SECONDS
+# What the broker passes after the first ten parameters once migration 0002 (policies,
+# multipart, idempotency) is in: policy, transfer, multipart_upload_id, part_size,
+# part_count, checksum_algorithm, idempotency_key, request_hash (a SHA-256 hex digest;
+# a constant of the same length here, the baseline does not fingerprint requests).
+EXTRA_PARAMETERS: dict[int, tuple[object, ...]] = {
+    10: (),
+    18: ("default", "put", None, None, None, None, None, "0" * 64),
+}
+
+
+class CreateUpload(BaseModel):
+    """The shape of the broker's request body, without its extra validators."""
+
+    filename: str
+    content_type: str
+    size: int
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Same codec as broker.db, so the metadata parameter is encoded the same way.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No reset-on-release round trip, as broker.db._keep_session."""
+
+
+def create_app() -> FastAPI:
+    insert_upload = load_queries()["insert_upload"]
+    count = max(int(n) for n in re.findall(r"\$(\d+)", insert_upload))
+    if count not in EXTRA_PARAMETERS:
+        raise RuntimeError(
+            f"broker's insert_upload now takes {count} parameters: add what Uploads.create "
+            "passes for them to EXTRA_PARAMETERS in bench/baseline_app.py"
+        )
+    extra = EXTRA_PARAMETERS[count]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(
+            os.environ["BROKER_DATABASE_URL"],
+            min_size=int(os.environ.get("BROKER_DB_POOL_MIN", "10")),
+            max_size=int(os.environ.get("BROKER_DB_POOL_MAX", "10")),
+            init=_init_connection,
+            reset=_keep_session,
+            command_timeout=30,
+        )
+        app.state.pool = pool
+        # As the broker does: keep start-up objects out of the collector's full passes.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(title="baseline", lifespan=lifespan)
+
+    @app.post("/baseline/uploads", status_code=status.HTTP_201_CREATED)
+    async def create_upload(body: CreateUpload, request: Request) -> dict[str, Any]:
+        upload_id = uuid.uuid4()
+        row = await request.app.state.pool.fetchrow(
+            insert_upload,
+            upload_id,
+            OWNER,
+            body.filename,
+            body.content_type,
+            body.size,
+            None,  # sha256
+            {},  # metadata
+            BUCKET,
+            f"uploads/{upload_id}",
+            PENDING_TTL_SECONDS,
+            *extra,
+        )
+        return dict(row)
+
+    @app.get("/baseline/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args()
+    # The same uvicorn options as broker.cli.serve.
+    uvicorn.run(
+        "bench.baseline_app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=1,
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +33,8 @@ class RequestContext:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Histogram children by (method, route, status): .labels() is a lookup we can skip.
+        self.timers: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,8 +61,9 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            metrics.REQUEST_SECONDS.labels(
-                scope["method"], getattr(route, "path", "unmatched"), str(status)
-            ).observe(time.perf_counter() - started)
+            key = (scope["method"], getattr(scope.get("route"), "path", "unmatched"), status)
+            timer = self.timers.get(key)
+            if timer is None:
+                timer = self.timers[key] = metrics.REQUEST_SECONDS.labels(*map(str, key))
+            timer.observe(time.perf_counter() - started)
             REQUEST_ID.reset(token)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from broker import admin, auth, errors, finalization, multipart, uploads
+from broker import admin, auth, companion, errors, finalization, multipart, uploads
 from broker.config import Settings
 
 
@@ -26,6 +26,11 @@ async def get_multipart(request: Request) -> multipart.Multipart:
     return request.app.state.multipart  # type: ignore[no-any-return]
 
 
+async def get_companion(request: Request) -> companion.Companion:
+    """Uppy's Companion S3 operations, on the same use cases as the native API."""
+    return companion.Companion(request.app.state.uploads)
+
+
 async def get_finalizer(request: Request) -> finalization.Finalizer:
     return request.app.state.finalizer  # type: ignore[no-any-return]
 
@@ -39,6 +44,11 @@ def bearer_token(request: Request) -> str | None:
 
 
 async def get_principal(request: Request) -> auth.Principal:
+    return authenticate(request)
+
+
+def authenticate(request: Request) -> auth.Principal:
+    """The owner named by the request's bearer token, or Unauthorized."""
     token = bearer_token(request)
     if token is None:
         raise errors.Unauthorized()
@@ -51,6 +61,7 @@ async def get_principal(request: Request) -> auth.Principal:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 UploadsDep = Annotated[uploads.Uploads, Depends(get_uploads)]
 MultipartDep = Annotated[multipart.Multipart, Depends(get_multipart)]
+CompanionDep = Annotated[companion.Companion, Depends(get_companion)]
 FinalizerDep = Annotated[finalization.Finalizer, Depends(get_finalizer)]
 PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
 

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from broker import auth, errors, live
 from broker.api.deps import UploadsDep, bearer_token
 from broker.api.errors_doc import responses
+from broker.db import Database
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
@@ -25,14 +26,18 @@ def sse(event_id: int, record: dict[str, object]) -> bytes:
     return f"id: {event_id}\nevent: status\ndata: {data}\n\n".encode()
 
 
-def _principal(request: Request, upload_id: uuid.UUID, token: str | None) -> auth.Principal:
+async def _principal(
+    request: Request, upload_id: uuid.UUID, token: str | None, db: Database
+) -> auth.Principal:
     secret = request.app.state.settings.jwt_secret
     header = bearer_token(request)
     try:
         if header is not None:
             return auth.verify_token(secret, header)
         if token is not None:
-            return auth.verify_events_token(secret, token, str(upload_id))
+            row = await db.fetchrow("get_upload", upload_id)
+            owner = row["owner"] if row is not None else ""
+            return auth.verify_events_token(secret, token, str(upload_id), owner)
     except auth.InvalidToken as exc:
         raise errors.Unauthorized("the token is invalid, expired, or not for this upload") from exc
     raise errors.Unauthorized()
@@ -55,7 +60,7 @@ async def upload_events(
 ) -> StreamingResponse:
     """Stream the upload's status: the current one at once, then each change, closing on a
     final state. Authenticate with a Bearer header or the `events_url` token."""
-    principal = _principal(request, upload_id, token)
+    principal = await _principal(request, upload_id, token, service.db)
     record = await service.get(principal.subject, upload_id)
     resume_after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     changes: live.UploadChanges = request.app.state.live

@@ -111,7 +111,9 @@ class PresignedRequestOut(BaseModel):
 
     @classmethod
     def of(cls, request: storage.PresignedRequest) -> PresignedRequestOut:
-        return cls(url=request.url, headers=request.headers, expires_at=request.expires_at)
+        return cls.model_construct(
+            method="PUT", url=request.url, headers=request.headers, expires_at=request.expires_at
+        )
 
 
 class PresignedFormOut(BaseModel):
@@ -165,28 +167,33 @@ class Upload(BaseModel):
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> Upload:
-        return cls(
-            id=row["id"],
-            status=row["status"],
-            filename=row["filename"],
-            content_type=row["content_type"],
-            size=row["size"],
-            sha256=row["sha256"],
-            metadata=row["metadata"],
-            key=row["object_key"],
-            policy=row["policy"],
-            transfer=row["transfer"],
-            part_size=row["part_size"],
-            part_count=row["part_count"],
-            etag=row["etag"],
-            checksum_algorithm=row["checksum_algorithm"],
-            checksum=row["checksum"],
-            reject_reason=row["reject_reason"],
-            created_at=row["created_at"],
-            expires_at=row["expires_at"],
-            finalized_at=row["finalized_at"],
-            deleted_at=row["deleted_at"],
-        )
+        return cls(**upload_fields(row))
+
+
+def upload_fields(row: asyncpg.Record) -> dict[str, Any]:
+    """The public fields of an upload record."""
+    return dict(
+        id=row["id"],
+        status=row["status"],
+        filename=row["filename"],
+        content_type=row["content_type"],
+        size=row["size"],
+        sha256=row["sha256"],
+        metadata=row["metadata"],
+        key=row["object_key"],
+        policy=row["policy"],
+        transfer=row["transfer"],
+        part_size=row["part_size"],
+        part_count=row["part_count"],
+        etag=row["etag"],
+        checksum_algorithm=row["checksum_algorithm"],
+        checksum=row["checksum"],
+        reject_reason=row["reject_reason"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        finalized_at=row["finalized_at"],
+        deleted_at=row["deleted_at"],
+    )
 
 
 class CreatedUpload(Upload):

@@ -172,3 +172,18 @@ def test_openapi_documents_every_route_with_a_summary(api):
         for method, operation in methods.items():
             assert operation.get("summary") or operation.get("description"), f"{method} {path}"
     assert spec["components"]["schemas"]["CreateUpload"]["examples"]
+
+
+def test_the_create_response_matches_its_documented_schema(api, auth_headers):
+    from broker.api import schemas
+
+    for fields in (
+        {},
+        {"method": "POST", "content_type": "image/png", "policy": "avatars"},
+        {"multipart": True},
+    ):
+        body = {"filename": "a.png", "content_type": "image/png", "size": 10, **fields}
+        response = api.post("/v1/uploads", json=body, headers=auth_headers)
+        assert response.status_code == 201, response.text
+        parsed = schemas.CreatedUpload.model_validate(response.json())
+        assert parsed.model_dump(mode="json") == response.json()

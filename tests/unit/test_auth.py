@@ -23,7 +23,7 @@ def test_issued_token_verifies_to_its_subject():
         auth.issue_token(SECRET, "alice", ttl_seconds=-1),
         jwt.encode({"sub": "alice"}, SECRET, "HS256"),
         jwt.encode({"sub": "", "exp": 9999999999}, SECRET, "HS256"),
-        jwt.encode({"sub": "alice", "exp": 9999999999}, SECRET, "HS512"),
+        jwt.encode({"sub": "alice", "exp": 9999999999}, SECRET * 2, "HS512"),
         jwt.encode({"sub": "alice", "exp": 9999999999}, None, "none"),
         "garbage",
     ],

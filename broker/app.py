@@ -27,7 +27,7 @@ from broker import (
     uploads,
 )
 from broker.api import admin as admin_api
-from broker.api import events, health, metrics_route, ops, parts, webhooks
+from broker.api import companion, events, health, metrics_route, ops, parts, webhooks
 from broker.api import uploads as uploads_api
 from broker.config import Settings
 from broker.db import UNAVAILABLE_ERRORS, Database
@@ -172,6 +172,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     app.include_router(ops.router)
+    app.include_router(companion.router)
     _install_error_handlers(app)
     return app
 

@@ -23,9 +23,9 @@ minio: $(STAMP)
 run: $(STAMP)
 	$(BIN)/broker dev
 
-## token: print a bearer token for the local stack, e.g. make token SUB=alice
+## token: a bearer token for the local stack: make token SUB=alice [ADMIN=1] [SCOPE=uppy]
 token: $(STAMP)
-	@$(BIN)/broker token --env-file .state/dev.env --sub $(or $(SUB),alice) $(if $(ADMIN),--admin)
+	@$(BIN)/broker token --env-file .state/dev.env --sub $(or $(SUB),alice) $(if $(ADMIN),--admin) $(if $(SCOPE),--scope $(SCOPE))
 
 ## broker: a broker command against the local stack, e.g. make broker ARGS="uploads list"
 broker: $(STAMP)

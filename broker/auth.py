@@ -24,13 +24,33 @@ class Principal:
     admin: bool = False
 
 
-def issue_token(secret: str, subject: str, ttl_seconds: int = 3600, admin: bool = False) -> str:
-    """A signed token for `subject`, valid for `ttl_seconds`."""
+def issue_token(
+    secret: str,
+    subject: str,
+    ttl_seconds: int = 3600,
+    admin: bool = False,
+    scope: str | None = None,
+) -> str:
+    """A signed token for `subject`, valid for `ttl_seconds`; a `scope` narrows it to the
+    routes that ask for that scope (and nothing else accepts it)."""
     now = int(time.time())
     claims: dict[str, object] = {"sub": subject, "iat": now, "exp": now + ttl_seconds}
     if admin:
         claims["admin"] = True
+    if scope is not None:
+        claims["scope"] = scope
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+UPPY_SCOPE = "uppy"
+
+
+def verify_scoped_token(secret: str, token: str, scope: str) -> Principal:
+    """The principal of a token issued with exactly this scope, or InvalidToken."""
+    claims = _decode(secret, token)
+    if claims.get("scope") != scope:
+        raise InvalidToken(f"this route needs a token with scope {scope!r}")
+    return _principal(claims)
 
 
 def issue_events_token(secret: str, subject: str, upload_id: str, ttl_seconds: int = 600) -> str:

@@ -67,12 +67,12 @@ def initialize(settings: config.Settings) -> None:
     print(f"bucket {settings.s3_bucket!r} subscribed to {', '.join(settings.s3_notify_arns)}")
 
 
-def mint_token(env_file: str, subject: str, ttl: int, admin: bool) -> str:
+def mint_token(env_file: str, subject: str, ttl: int, admin: bool, scope: str | None) -> str:
     """A token signed with BROKER_JWT_SECRET from the environment or `env_file`."""
     secret = os.environ.get("BROKER_JWT_SECRET") or dotenv_values(env_file).get("BROKER_JWT_SECRET")
     if not secret:
         raise config.ConfigError(f"BROKER_JWT_SECRET is not set (nor in {env_file})")
-    return auth.issue_token(secret, subject, ttl, admin=admin)
+    return auth.issue_token(secret, subject, ttl, admin=admin, scope=scope)
 
 
 def dev(state_dir: Path, host: str, port: int) -> None:
@@ -183,6 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_token.add_argument("--sub", required=True, help="the owner the token speaks for")
     p_token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     p_token.add_argument("--admin", action="store_true", help="add the admin claim")
+    p_token.add_argument(
+        "--scope",
+        choices=[auth.UPPY_SCOPE],
+        help="narrow the token: uppy = only the /uppy/{token}/s3 routes",
+    )
     p_token.add_argument("--env-file", default=".env")
 
     p_uploads = commands.add_parser("uploads", help="list or show uploads (operators)")
@@ -228,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "init":
             initialize(config.load_settings())
         elif args.command == "token":
-            print(mint_token(args.env_file, args.sub, args.ttl, args.admin))
+            print(mint_token(args.env_file, args.sub, args.ttl, args.admin, args.scope))
         elif args.command == "dev":
             dev(args.state_dir, args.host, args.port)
         else:

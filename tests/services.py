@@ -34,7 +34,15 @@ class Services:
     s3_secret_key: str
     webhook_token: str
     broker_port: int
+    # Browser tests serve their pages from this origin (allowed by the broker's and MinIO's
+    # CORS) and from the foreign one (allowed by neither).
+    page_port: int
+    foreign_port: int
     minio: devstack.LocalMinio | None = None  # set when the suite controls the MinIO process
+
+    @property
+    def page_origin(self) -> str:
+        return f"http://127.0.0.1:{self.page_port}"
 
 
 def _docker_answers() -> bool:
@@ -54,6 +62,8 @@ def from_environment() -> Iterator[Services]:
         s3_secret_key=env["BROKER_TEST_S3_SECRET_KEY"],
         webhook_token=env["BROKER_TEST_WEBHOOK_TOKEN"],
         broker_port=int(env["BROKER_TEST_BROKER_PORT"]),
+        page_port=int(env["BROKER_TEST_PAGE_PORT"]),
+        foreign_port=devstack.free_port(),
     )
 
 
@@ -63,7 +73,7 @@ def from_containers() -> Iterator[Services]:
     from testcontainers.core.waiting_utils import wait_for_logs
     from testcontainers.postgres import PostgresContainer
 
-    port = devstack.free_port()
+    port, page_port = devstack.free_port(), devstack.free_port()
     token = secrets.token_hex(24)
     minio_env = devstack.LocalMinio(
         data_dir=Path("/data/minio"),
@@ -72,6 +82,7 @@ def from_containers() -> Iterator[Services]:
         root_password=secrets.token_hex(16),
         webhook_endpoint=f"http://host.docker.internal:{port}/v1/webhooks/minio",
         webhook_token=token,
+        cors_origins=f"http://127.0.0.1:{page_port}",
     ).environment()
     minio = DockerContainer(os.environ.get("BROKER_TEST_MINIO_IMAGE", "minio/minio:latest"))
     for key, value in minio_env.items():
@@ -87,12 +98,14 @@ def from_containers() -> Iterator[Services]:
             s3_secret_key=minio_env["MINIO_ROOT_PASSWORD"],
             webhook_token=token,
             broker_port=port,
+            page_port=page_port,
+            foreign_port=devstack.free_port(),
         )
 
 
 @contextmanager
 def from_local_binaries(state_dir: Path) -> Iterator[Services]:
-    port = devstack.free_port()
+    port, page_port = devstack.free_port(), devstack.free_port()
     token = secrets.token_hex(24)
     postgres = devstack.LocalPostgres(
         state_dir / "pg", devstack.free_port(), secrets.token_hex(16), durable=False
@@ -104,6 +117,7 @@ def from_local_binaries(state_dir: Path) -> Iterator[Services]:
         root_password=secrets.token_hex(16),
         webhook_endpoint=f"http://127.0.0.1:{port}/v1/webhooks/minio",
         webhook_token=token,
+        cors_origins=f"http://127.0.0.1:{page_port}",
     )
     postgres.start()
     try:
@@ -116,6 +130,8 @@ def from_local_binaries(state_dir: Path) -> Iterator[Services]:
                 s3_secret_key=minio.root_password,
                 webhook_token=token,
                 broker_port=port,
+                page_port=page_port,
+                foreign_port=devstack.free_port(),
                 minio=minio,
             )
         finally:
@@ -190,6 +206,7 @@ def broker_settings(
         policies_file=policies_file,
         reconcile_interval_seconds=0,  # tests run reconciler passes themselves
         sse_heartbeat_seconds=0.5,
+        cors_origins=(found.page_origin,),
         multipart_part_size_bytes=5 * 1024 * 1024,
         db_pool_min=1,
         db_pool_max=5,

@@ -38,11 +38,16 @@ METADATA = TypeAdapter(schemas.Metadata)
 async def companion_principal(request: Request) -> auth.Principal:
     """The owner named by the JWT in the path (under /uppy/{token}), else by the
     `Authorization: Bearer` header, as for the native API."""
-    token = request.path_params.get("token") or bearer_token(request)
+    in_path = request.path_params.get("token")
+    token = in_path or bearer_token(request)
     if token is None:
         raise errors.Unauthorized()
     try:
-        return auth.verify_token(request.app.state.settings.jwt_secret, token)
+        secret = request.app.state.settings.jwt_secret
+        if in_path:
+            # A URL gets logged and shared: only a token scoped to these routes goes there.
+            return auth.verify_scoped_token(secret, token, auth.UPPY_SCOPE)
+        return auth.verify_token(secret, token)
     except auth.InvalidToken as exc:
         raise errors.Unauthorized("the bearer token is invalid or expired") from exc
 
@@ -315,7 +320,13 @@ async def abort_multipart_upload(
 
 
 async def path_token(
-    token: Annotated[str, Path(description="The bearer JWT, for clients that cannot send one")],
+    token: Annotated[
+        str,
+        Path(
+            description="A token with scope 'uppy' (broker token --scope uppy), for clients "
+            "that cannot send headers"
+        ),
+    ],
 ) -> None:
     """Declares the path's token for the API docs; companion_principal checks it."""
 

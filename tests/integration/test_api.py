@@ -187,3 +187,48 @@ def test_the_create_response_matches_its_documented_schema(api, auth_headers):
         assert response.status_code == 201, response.text
         parsed = schemas.CreatedUpload.model_validate(response.json())
         assert parsed.model_dump(mode="json") == response.json()
+
+
+def test_cors_preflight_allows_the_configured_origin_only(api, found_services, broker):
+    import httpx
+
+    allowed, foreign = found_services.page_origin, f"http://127.0.0.1:{found_services.foreign_port}"
+    for path, method, headers in [
+        ("/v1/uploads", "POST", "authorization,content-type,idempotency-key"),
+        ("/v1/uploads/00000000-0000-0000-0000-000000000000/events", "GET", "last-event-id"),
+    ]:
+        preflight = {
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": headers,
+        }
+        ok = httpx.options(broker + path, headers={"Origin": allowed, **preflight})
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == allowed
+        refused = httpx.options(broker + path, headers={"Origin": foreign, **preflight})
+        assert refused.status_code == 400
+        assert "access-control-allow-origin" not in refused.headers
+    listed = api.get("/healthz", headers={"Origin": allowed})
+    assert "x-request-id" in listed.headers["access-control-expose-headers"].lower()
+
+
+def test_minio_cors_lets_the_page_put_and_read_the_etag(api, auth_headers, found_services):
+    import httpx
+
+    upload = create_upload(api, auth_headers, b"cors")
+    preflight = httpx.options(
+        upload["upload"]["url"],
+        headers={
+            "Origin": found_services.page_origin,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "content-type,if-none-match",
+        },
+    )
+    assert preflight.status_code in (200, 204)
+    assert preflight.headers["access-control-allow-origin"] == found_services.page_origin
+    put = httpx.put(
+        upload["upload"]["url"],
+        content=b"cors",
+        headers={**upload["upload"]["headers"], "Origin": found_services.page_origin},
+    )
+    assert put.status_code == 200
+    assert "etag" in put.headers["access-control-expose-headers"].lower()

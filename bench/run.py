@@ -42,6 +42,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from bench import listing, multipart
 from broker import auth, config, devstack, migrate, storage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -562,7 +563,11 @@ def finalize_table(fin: FinalizeResult) -> list[str]:
 
 
 def report(
-    wrk: str, load_before: float, runs: dict[str, list[WrkResult]], fin: FinalizeResult
+    wrk: str,
+    load_before: float,
+    runs: dict[str, list[WrkResult]],
+    fin: FinalizeResult,
+    sections: list[list[str]],
 ) -> str:
     rule = "=" * 88
     return "\n".join(
@@ -576,6 +581,7 @@ def report(
             *throughput_table(runs),
             "",
             *finalize_table(fin),
+            *[line for section in sections for line in ["", *section]],
             rule,
         ]
     )
@@ -605,7 +611,11 @@ def main() -> int:
             runs = throughput(stack, wrk)
             print(f"finalize: {FINALIZE_UPLOADS} sequential uploads ...", flush=True)
             fin = finalize_latency(stack)
-        print(report(wrk, load_before, runs, fin))
+            sections = [
+                multipart.run(workdir, stack.settings, stack.broker.base_url),
+                listing.run(stack.postgres.url, stack.broker.base_url, stack.settings.jwt_secret),
+            ]
+        print(report(wrk, load_before, runs, fin, sections))
         print(f"run took {time.monotonic() - started:.0f}s")
         keep = False
         return 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
+import pydantic
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 
 from broker import auth, uploads
 from broker.api import schemas
@@ -46,6 +48,17 @@ def instructions(created: uploads.Created) -> schemas.UploadInstructions | None:
     return None
 
 
+async def create_body(request: Request) -> schemas.CreateUpload:
+    """The request body, validated straight from its bytes (FastAPI's generic body handling
+    costs more than the rest of this route); errors go to the usual validation handler."""
+    try:
+        return schemas.CreateUpload.model_validate_json(await request.body())
+    except pydantic.ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from None
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -54,13 +67,18 @@ def instructions(created: uploads.Created) -> schemas.UploadInstructions | None:
         200: {"model": schemas.CreatedUpload, "description": "Replay of an Idempotency-Key"},
         **responses(400, 401, 403, 409, 413, 415, 422, 503),
     },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.CreateUpload.model_json_schema()}},
+        }
+    },
 )
-async def create_upload(
-    body: schemas.CreateUpload, request: Request, idempotency_key: IdempotencyKey = None
-) -> Response:
+async def create_upload(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
     """Create a pending upload and get how to send its bytes straight to storage."""
-    # The hot path: dependencies and response validation are done by hand here, because
+    # The hot path: body, dependencies and response are handled by hand here, because
     # FastAPI's generic machinery for them costs more than the rest of the request.
+    body = await create_body(request)
     principal = authenticate(request)
     service: uploads.Uploads = request.app.state.uploads
     created = await service.create(

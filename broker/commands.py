@@ -12,6 +12,7 @@ from typing import Any
 
 from broker import admin, config, finalization, policies, reconciler, storage
 from broker.db import Database
+from broker.formatting import format_age
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -23,18 +24,6 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"{text!r} is not a duration like 90s, 15m, 1h or 2d")
     return float(match.group(1)) * SECONDS_PER_UNIT[match.group(2)]
-
-
-def human_age(seconds: float) -> str:
-    """3725 -> '1h 2m'."""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -81,7 +70,7 @@ async def list_uploads(
         ["id", "status", "owner", "policy", "size", "age", "filename", "stuck"],
         [
             (r["id"], r["status"], r["owner"], r["policy"], r["size"],
-             human_age((now - r["created_at"]).total_seconds()), r["filename"],
+             format_age((now - r["created_at"]).total_seconds()), r["filename"],
              "STUCK" if r["status"] == "pending" and r["expires_at"] <= now else "")
             for r in page.items
         ],
@@ -125,7 +114,7 @@ async def show_stats(settings: config.Settings, as_json: bool) -> str:
               [(r["status"], r["policy"], r["uploads"], r["bytes"])
                for r in stats["by_status_and_policy"]]),
         f"pending: {stats['pending']}   stuck (past deadline): {stats['stuck']}   "
-        f"oldest pending: {human_age(age) if age is not None else '-'}",
+        f"oldest pending: {format_age(age) if age is not None else '-'}",
         table(["hour (UTC)", "created", "finalized"],
               [(h["hour"].strftime("%m-%d %H:00"), h["created"], h["finalized"])
                for h in stats["hourly"]]),

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from broker.formatting import format_age, format_bytes
+
 STATUSES = ("pending", "finalized", "rejected", "expired", "deleted")
 REFRESH_SECONDS = 30
 
@@ -33,31 +35,6 @@ class Row(Protocol):
 def esc(value: object) -> str:
     """Any value as HTML text, quotes included (safe in text and in attribute values)."""
     return html.escape("" if value is None else str(value), quote=True)
-
-
-def format_age(seconds: float) -> str:
-    """A duration as its two largest units: "45s", "3m 20s", "2h 5m", "3d 4h"."""
-    total = max(0, int(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
-
-
-def format_bytes(size: int | None) -> str:
-    """A byte count in binary units: "0 B", "512 B", "1.5 KiB", "64.0 MiB"."""
-    value = float(size or 0)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _utc(value: datetime | str | None) -> datetime | None:

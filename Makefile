@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test token broker lint docker-lint bench venv minio clean
+.PHONY: run test web token broker lint docker-lint bench venv minio clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,13 @@ token: $(STAMP)
 broker: $(STAMP)
 	@set -a; . .state/dev.env; set +a; $(BIN)/broker $(ARGS)
 
-## test: the whole suite against real PostgreSQL and MinIO
-test: $(STAMP)
+## web: the TypeScript client (built and unit-tested) and the browser test pages
+web:
+	cd clients/ts && npm ci --no-audit --no-fund && npm run build && npm test
+	cd tests/e2e/web && npm ci --no-audit --no-fund && npm run build
+
+## test: the whole suite against real PostgreSQL, MinIO and Chromium
+test: $(STAMP) web
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

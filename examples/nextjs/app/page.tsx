@@ -1,0 +1,14 @@
+import { redirect } from "next/navigation";
+
+import { currentUser } from "@/lib/session";
+
+import Uploader from "./uploader";
+
+// The upload page: the server checks the (fake) session, the client component does the rest.
+export default async function UploadPage() {
+  const user = await currentUser();
+  if (user === null) {
+    redirect("/login");
+  }
+  return <Uploader user={user} />;
+}

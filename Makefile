@@ -32,8 +32,8 @@ broker: $(STAMP)
 	@set -a; . .state/dev.env; set +a; $(BIN)/broker $(ARGS)
 
 ## web: the TypeScript client (built and unit-tested) and the browser test pages
-web:
-	cd clients/ts && npm ci --no-audit --no-fund && npm run build && npm test
+web: $(STAMP)
+	cd clients/ts && npm ci --no-audit --no-fund && npm run check-generated && npm run build && npm test
 	cd tests/e2e/web && npm ci --no-audit --no-fund && npm run build
 
 ## test: the whole suite against real PostgreSQL, MinIO and Chromium

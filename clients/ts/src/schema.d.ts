@@ -712,62 +712,6 @@ export interface components {
             bucket: string;
         };
         /**
-         * CreateUpload
-         * @description Ask for an upload.
-         * @example {
-         *       "content_type": "image/jpeg",
-         *       "filename": "holiday.jpg",
-         *       "metadata": {
-         *         "album": "summer"
-         *       },
-         *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-         *       "size": 482133
-         *     }
-         */
-        CreateUpload: {
-            /** Filename */
-            filename: string;
-            /** Content Type */
-            content_type: string;
-            /**
-             * Size
-             * @description Exact size in bytes; the PUT must send exactly this many.
-             */
-            size: number;
-            /**
-             * Sha256
-             * @description Hex SHA-256 of the whole file; MinIO refuses bytes that do not match.
-             */
-            sha256?: string | null;
-            /** Metadata */
-            metadata?: {
-                [key: string]: string;
-            };
-            /**
-             * Policy
-             * @description Upload policy name; `default` when omitted.
-             */
-            policy?: string | null;
-            /**
-             * Method
-             * @description PUT (a presigned URL) or POST (a browser form whose policy caps the size).
-             * @default PUT
-             * @enum {string}
-             */
-            method: "PUT" | "POST";
-            /**
-             * Multipart
-             * @description Send the file in parts (chosen anyway above the multipart threshold).
-             * @default false
-             */
-            multipart: boolean;
-            /**
-             * Checksum Algorithm
-             * @description Multipart only: every part then carries this checksum, verified by storage.
-             */
-            checksum_algorithm?: ("SHA256" | "CRC32C") | null;
-        };
-        /**
          * CreatedUpload
          * @description A new pending upload and how to send its bytes (null once it is no longer pending).
          */
@@ -1329,7 +1273,49 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["CreateUpload"];
+                "application/json": {
+                    /** Filename */
+                    filename: string;
+                    /** Content Type */
+                    content_type: string;
+                    /**
+                     * Size
+                     * @description Exact size in bytes; the PUT must send exactly this many.
+                     */
+                    size: number;
+                    /**
+                     * Sha256
+                     * @description Hex SHA-256 of the whole file; MinIO refuses bytes that do not match.
+                     */
+                    sha256?: string | null;
+                    /** Metadata */
+                    metadata?: {
+                        [key: string]: string;
+                    };
+                    /**
+                     * Policy
+                     * @description Upload policy name; `default` when omitted.
+                     */
+                    policy?: string | null;
+                    /**
+                     * Method
+                     * @description PUT (a presigned URL) or POST (a browser form whose policy caps the size).
+                     * @default PUT
+                     * @enum {string}
+                     */
+                    method?: "PUT" | "POST";
+                    /**
+                     * Multipart
+                     * @description Send the file in parts (chosen anyway above the multipart threshold).
+                     * @default false
+                     */
+                    multipart?: boolean;
+                    /**
+                     * Checksum Algorithm
+                     * @description Multipart only: every part then carries this checksum, verified by storage.
+                     */
+                    checksum_algorithm?: ("SHA256" | "CRC32C") | null;
+                };
             };
         };
         responses: {

@@ -41,8 +41,8 @@ test: $(STAMP) web
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check broker tests bench
-	$(BIN)/ruff format --check broker tests bench
+	$(BIN)/ruff check broker tests bench examples
+	$(BIN)/ruff format --check broker tests bench examples
 	$(BIN)/mypy broker
 
 ## docker-lint: validate compose.yaml against the compose-spec schema and lint the Dockerfile

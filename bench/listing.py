@@ -104,13 +104,14 @@ async def plans(url: str) -> list[tuple[str, str]]:
     conn = await asyncpg.connect(url)
     found = []
     try:
-        await conn.execute("SET plan_cache_mode = force_custom_plan")
+        await conn.execute(queries["use_custom_plans"].replace("LOCAL ", ""))
         for name, filters in [
             ("all", {}),
             ("status=pending", {"status": "pending"}),
             ("owner", {"owner": "owner-42"}),
             ("policy", {"policy": "videos"}),
             ("pending longer than 1 h", {"pending": 3600.0}),
+            ("content type", {"content_type": "application/pdf"}),
         ]:
             order, after, _ = admin.SORTS["-created_at"]
             statement = queries["admin_list_uploads"].format(order=order, after=after)

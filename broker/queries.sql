@@ -191,8 +191,11 @@ SELECT * FROM reconciler_runs ORDER BY started_at DESC LIMIT $1;
 
 -- name: use_custom_plans
 -- For the operators' listing: plan each call with its actual filters, so that an unused
--- `$n IS NULL OR ...` filter folds away and the matching index is used.
-SET LOCAL plan_cache_mode = force_custom_plan;
+-- `$n IS NULL OR ...` filter folds away and the matching index is used. The default
+-- random_page_cost (4, spinning disks) makes the planner prefer walking the newest-first
+-- index past thousands of non-matching recent rows over the filter's own composite index;
+-- on SSDs 1.1 is the usual setting, and it picks the composite index.
+SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL random_page_cost = 1.1;
 
 -- name: admin_list_uploads
 -- Operators' listing with optional filters and keyset pagination. {after} and {order} come

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 import pydantic
+import pydantic_core
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
@@ -100,23 +101,34 @@ async def create_upload(request: Request, idempotency_key: IdempotencyKey = None
     token = auth.issue_events_token(
         request.app.state.settings.jwt_secret, principal.subject, upload_id
     )
-    # Built without validation: every field comes from the database or the presigner,
-    # already of the declared types (tests compare the body against the OpenAPI schema).
-    result = schemas.CreatedUpload.model_construct(
+    # Serialized straight from a dict (no model to build and validate): every value comes
+    # from the database or the presigner; a test checks the body against its schema.
+    put = created.put
+    payload = {
         **schemas.upload_fields(created.record),
-        upload=instructions(created),
-        events_url=f"/v1/uploads/{upload_id}/events?token={token}",
-    )
+        "upload": (
+            {"method": "PUT", "url": put.url, "headers": put.headers, "expires_at": put.expires_at}
+            if put is not None
+            else _dump(instructions(created))
+        ),
+        "events_url": f"/v1/uploads/{upload_id}/events?token={token}",
+    }
     if created.replayed:
         return Response(
-            result.model_dump_json(),
+            pydantic_core.to_json(payload),
             status_code=status.HTTP_200_OK,
             media_type="application/json",
             headers={"Idempotent-Replayed": "true"},
         )
     return Response(
-        result.model_dump_json(), status_code=status.HTTP_201_CREATED, media_type="application/json"
+        pydantic_core.to_json(payload),
+        status_code=status.HTTP_201_CREATED,
+        media_type="application/json",
     )
+
+
+def _dump(model: pydantic.BaseModel | None) -> dict[str, object] | None:
+    return model.model_dump() if model is not None else None
 
 
 @router.get("", response_model=schemas.UploadPage, responses=responses(400, 401, 422, 503))

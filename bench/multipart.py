@@ -19,7 +19,7 @@ from broker import auth, config
 SIZE = 1024**3
 PARALLEL = 8
 PART_SIZE = 16 * 1024**2  # the broker's default part size; boto3 is given the same
-ROUNDS = 2
+ROUNDS = 3
 TARGET = 0.90
 
 

@@ -189,3 +189,16 @@ def notifications_off(store: storage.Storage, settings: config.Settings) -> Iter
 @pytest.fixture(scope="session")
 def store(settings: config.Settings) -> storage.Storage:
     return storage.Storage(settings)
+
+
+@pytest.fixture
+def broker_env(
+    settings: config.Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commands read BROKER_* settings; point them at the test services."""
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        text = ",".join(value) if isinstance(value, tuple) else str(value)
+        monkeypatch.setenv(f"BROKER_{name.upper()}", text)
+    monkeypatch.setenv("BROKER_DATABASE_URL", database_url)

@@ -209,19 +209,13 @@ def test_each_pass_is_recorded(settings, database_url, sql):
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
-def test_the_cli_reconciles(settings, database_url, monkeypatch, capsys, dry_run):
-    from broker import cli
-
-    for name, value in settings.model_dump().items():
-        if value is not None and not isinstance(value, tuple):
-            monkeypatch.setenv(f"BROKER_{name.upper()}", str(value))
-    monkeypatch.setenv("BROKER_DATABASE_URL", database_url)
-    monkeypatch.setenv("BROKER_S3_NOTIFY_ARNS", ",".join(settings.s3_notify_arns))
-    monkeypatch.setenv("BROKER_ALLOWED_CONTENT_TYPES", ",".join(settings.allowed_content_types))
-    argv = ["reconcile", "--json"] + (["--dry-run"] if dry_run else [])
-    assert cli.main(argv) == 0
+def test_the_cli_reconciles(broker_env, capsys, dry_run):
     import json
 
+    from broker import cli
+
+    argv = ["reconcile", "--json"] + (["--dry-run"] if dry_run else [])
+    assert cli.main(argv) == 0
     output = json.loads(capsys.readouterr().out)
     assert output["dry_run"] is dry_run
     assert isinstance(output["counts"], dict)

@@ -25,10 +25,11 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from broker import auth, config
 from tests import services
+from tests.e2e import chromium
 
 ROOT = Path(__file__).parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -47,19 +48,7 @@ BUILD_HINT = (
     "    (cd tests/e2e/web && npm ci && npm run build)\n"
     "(make test runs these before pytest)"
 )
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MiB = 1024 * 1024
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class _PagesHandler(SimpleHTTPRequestHandler):
@@ -113,19 +102,6 @@ def origins(found_services: services.Services) -> Iterator[Origins]:
         yield Origins(allowed=allowed, foreign=foreign)
 
 
-@contextmanager
-def chromium() -> Iterator[Browser]:
-    """Headless Chromium with a fresh profile. Entered after the test's own setup and left
-    before its SQL checks: while it is open, Playwright's event loop runs in this thread, so
-    helpers that call asyncio.run (the `sql` fixture) cannot."""
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @dataclass
 class Opened:
     page: Page
@@ -177,7 +153,7 @@ def screenshot(page: Page, name: str) -> None:
     shot.unlink(missing_ok=True)
     page.screenshot(path=str(shot), full_page=True)
     data = shot.read_bytes()
-    assert data.startswith(PNG_SIGNATURE)
+    assert data.startswith(chromium.PNG_SIGNATURE)
     width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
     assert width >= 1000 and height >= 600
 
@@ -202,7 +178,10 @@ def test_the_typescript_client_uploads_a_file_from_the_browser(
     size = 10 * MiB
     token = auth.issue_token(settings.jwt_secret, owner)
     url = helper_url(origins.allowed, broker, token, size, mode)
-    with chromium() as browser, open_page(browser, url, upload_bytes_per_second=40 * MiB) as opened:
+    with (
+        chromium.browser() as browser,
+        open_page(browser, url, upload_bytes_per_second=40 * MiB) as opened,
+    ):
         result = page_result(opened, timeout_ms=45_000)
         assert result.get("error") is None, (result.get("error"), opened.console)
         screenshot(
@@ -243,7 +222,10 @@ def test_aborting_a_multipart_upload_in_the_browser_deletes_it(
     size = 10 * MiB
     token = auth.issue_token(settings.jwt_secret, owner)
     url = helper_url(origins.allowed, broker, token, size, "multipart", abort=0.3)
-    with chromium() as browser, open_page(browser, url, upload_bytes_per_second=20 * MiB) as opened:
+    with (
+        chromium.browser() as browser,
+        open_page(browser, url, upload_bytes_per_second=20 * MiB) as opened,
+    ):
         result = page_result(opened, timeout_ms=45_000)
 
     # uploadFile rejected with the signal's AbortError, after deleting the upload.
@@ -267,7 +249,7 @@ def test_uppy_uploads_single_and_multipart_files_through_the_companion_routes(
 ) -> None:
     uppy_token = auth.issue_token(settings.jwt_secret, owner, scope=auth.UPPY_SCOPE)
     url = f"{origins.allowed}/uppy.html?{urlencode({'broker': broker, 'token': uppy_token})}"
-    with chromium() as browser, open_page(browser, url) as opened:
+    with chromium.browser() as browser, open_page(browser, url) as opened:
         result = page_result(opened, timeout_ms=50_000)
         assert result["failed"] == [] and "error" not in result, (result, opened.console)
         # The Dashboard shows both files done.
@@ -315,7 +297,7 @@ def test_a_page_on_a_foreign_origin_is_refused_by_the_browser(
 ) -> None:
     token = auth.issue_token(settings.jwt_secret, owner)
     url = helper_url(origins.foreign, broker, token, 64 * 1024, "put")
-    with chromium() as browser, open_page(browser, url) as opened:
+    with chromium.browser() as browser, open_page(browser, url) as opened:
         result = page_result(opened, timeout_ms=20_000)
         console = list(opened.console)
 

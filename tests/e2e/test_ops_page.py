@@ -5,45 +5,16 @@ from __future__ import annotations
 import re
 import struct
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Dialog, expect, sync_playwright
+from playwright.sync_api import Dialog, expect
 
 from broker import auth, config
 from tests.conftest import create_upload
+from tests.e2e import chromium
 
-ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@contextmanager
-def chromium() -> Iterator[Browser]:
-    """Headless Chromium with a fresh temporary profile (a non-persistent launch).
-
-    Entered only after the test's own setup: while it is open, Playwright's event loop runs
-    in this thread, so helpers that call asyncio.run (the `sql` fixture) cannot.
-    """
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+ARTIFACTS = chromium.ARTIFACTS
 
 
 @pytest.fixture
@@ -75,7 +46,7 @@ def test_an_operator_signs_in_and_sees_the_pending_upload(
         "more than 100 older pending uploads in this run's database: the page lists only those"
     )
 
-    with chromium() as browser:
+    with chromium.browser() as browser:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         dialogs: list[Dialog] = []
@@ -142,7 +113,7 @@ def test_an_operator_signs_in_and_sees_the_pending_upload(
         shot.unlink(missing_ok=True)
         page.screenshot(path=str(shot), full_page=True)
         data = shot.read_bytes()
-        assert data.startswith(PNG_SIGNATURE)
+        assert data.startswith(chromium.PNG_SIGNATURE)
         width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
         assert width == 1280 and height >= 900
         assert dialogs == []

@@ -40,6 +40,7 @@ PENDING_TTL_SECONDS = 86400.0  # the broker's default BROKER_PENDING_TTL_SECONDS
 EXTRA_PARAMETERS: dict[int, tuple[object, ...]] = {
     10: (),
     18: ("default", "put", None, None, None, None, None, "0" * 64),
+    19: ("default", "put", None, None, None, None, None, "0" * 64, None),
 }
 
 

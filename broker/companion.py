@@ -65,16 +65,17 @@ class Companion:
         self, owner: str, new: NewUpload
     ) -> tuple[asyncpg.Record, MultipartPlan]:
         """POST /s3/multipart: a pending multipart upload, its parts cut as Uppy cuts them."""
-        if new.size > UPPY_MULTIPART_MAX_SIZE:
+        if new.size is not None and new.size > UPPY_MULTIPART_MAX_SIZE:
             raise errors.UploadTooLarge(
                 f"size {new.size} is above {UPPY_MULTIPART_MAX_SIZE} bytes, where Uppy's "
                 "default part size stops being whole MiB; use the native API for such files",
                 details={"max_size": UPPY_MULTIPART_MAX_SIZE},
             )
         created = await self.uploads.create(owner, replace(new, method="PUT", multipart=True))
-        # Up to UPPY_MULTIPART_MAX_SIZE the broker's plan and Uppy's rule both give 5 MiB.
+        # Up to UPPY_MULTIPART_MAX_SIZE the broker's plan and Uppy's rule both give 5 MiB;
+        # of an unknown size, parts are signed without a length and checked at completion.
         assert created.multipart is not None
-        assert created.multipart.part_size == uppy_part_size(new.size)
+        assert new.size is None or created.multipart.part_size == uppy_part_size(new.size)
         return created.record, created.multipart
 
     async def find(self, owner: str, key: str, upload_id: str) -> asyncpg.Record:

@@ -20,7 +20,10 @@ DEAD_STATUSES = frozenset({"rejected", "expired", "deleted"})
 
 def rejection_reason(upload: asyncpg.Record, stored: storage.StoredObject) -> str | None:
     """Why the stored object does not match what the record promised, or None if it does."""
-    if stored.size != upload["size"]:
+    if upload["size"] is None:  # known only now: it must fit the limit set at creation
+        if not 1 <= stored.size <= upload["size_limit"]:
+            return "size_mismatch"
+    elif stored.size != upload["size"]:
         return "size_mismatch"
     if stored.content_type is not None and stored.content_type != upload["content_type"]:
         return "content_type_mismatch"
@@ -94,7 +97,13 @@ class Finalizer:
         reason = rejection_reason(row, stored)
         if reason is None:
             changed = await executor.fetchrow(
-                "mark_upload_finalized", row["id"], stored.etag, stored.checksum, actor, detail
+                "mark_upload_finalized",
+                row["id"],
+                stored.etag,
+                stored.checksum,
+                actor,
+                detail,
+                stored.size,
             )
             if changed is None:
                 return "ignored_already_final"

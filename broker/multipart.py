@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import asyncpg
 
 from broker import errors, storage
-from broker.uploads import Uploads, part_length
+from broker.uploads import MAX_PARTS, Uploads, part_length
 
 log = logging.getLogger("broker.multipart")
 DIGEST_BYTES = {"SHA256": 32, "CRC32C": 4}
@@ -43,14 +43,16 @@ class Multipart:
         """Presigned UploadPart requests for just these parts, each pinned to its exact length."""
         row = await self._pending_multipart(owner, upload_id)
         algorithm = row["checksum_algorithm"]
+        # Of unknown size (Uppy): any part number S3 allows, lengths checked at completion.
+        last = row["part_count"] or MAX_PARTS
         problems = [
             f"checksum of part {number} is not a base64 {algorithm} digest"
             for number, value in checksums.items()
             if algorithm is not None and len(base64.b64decode(value)) != DIGEST_BYTES[algorithm]
         ]
         for number in part_numbers:
-            if not 1 <= number <= row["part_count"]:
-                problems.append(f"part {number} is outside 1..{row['part_count']}")
+            if not 1 <= number <= last:
+                problems.append(f"part {number} is outside 1..{last}")
             elif algorithm is not None and number not in checksums:
                 problems.append(f"part {number} needs its {algorithm} checksum")
         extra = set(checksums) - set(part_numbers)
@@ -70,7 +72,11 @@ class Multipart:
                     row["object_key"],
                     upload_id=row["multipart_upload_id"],
                     part_number=number,
-                    size=part_length(row["size"], row["part_size"], row["part_count"], number),
+                    size=(
+                        part_length(row["size"], row["part_size"], row["part_count"], number)
+                        if row["size"] is not None
+                        else None
+                    ),
                     checksum=(algorithm, checksums[number]) if algorithm else None,
                     expires_in=ttl,
                 ),
@@ -103,6 +109,8 @@ class Multipart:
             return await self.uploads.get(owner, upload_id)  # completed meanwhile
         by_number = {part.part_number: part for part in held}
         problems = []
+        if row["size"] is None:
+            return await self._complete_unknown_size(owner, row, held, claimed)
         for number in range(1, row["part_count"] + 1):
             expected = part_length(row["size"], row["part_size"], row["part_count"], number)
             part = by_number.get(number)
@@ -133,3 +141,45 @@ class Multipart:
                 f"storage refused to complete: {exc.code}", details={"storage_code": exc.code}
             ) from exc
         return await self.uploads.get(owner, upload_id)
+
+    async def _complete_unknown_size(
+        self,
+        owner: str,
+        row: asyncpg.Record,
+        held: list[storage.StoredPart],
+        claimed: Mapping[int, str],
+    ) -> asyncpg.Record:
+        """Complete an upload whose size was not declared: the claimed parts must be exactly
+        the parts storage holds, 1..N, and together fit the size limit set at creation."""
+        by_number = {part.part_number: part for part in held}
+        problems: list[dict[str, object]] = [
+            {"part_number": n, "problem": "not uploaded"} for n in claimed if n not in by_number
+        ]
+        problems += [
+            {"part_number": n, "problem": "not in the list"} for n in by_number if n not in claimed
+        ]
+        problems += [
+            {"part_number": n, "problem": "etag does not match"}
+            for n, etag in claimed.items()
+            if n in by_number and by_number[n].etag != etag.strip('"')
+        ]
+        numbers = sorted(claimed)
+        if numbers != list(range(1, len(numbers) + 1)):
+            problems.append({"part_number": None, "problem": "parts must be numbered 1..N"})
+        total = sum(part.size for part in held)
+        if total > row["size_limit"]:
+            problems.append({"part_number": None, "problem": f"{total} bytes exceed the limit"})
+        if problems:
+            raise errors.InvalidParts(details=problems)
+        try:
+            await self.storage.complete_multipart(
+                row["object_key"],
+                row["multipart_upload_id"],
+                [by_number[n] for n in numbers],
+                row["checksum_algorithm"],
+            )
+        except storage.MultipartError as exc:
+            raise errors.InvalidParts(
+                f"storage refused to complete: {exc.code}", details={"storage_code": exc.code}
+            ) from exc
+        return await self.uploads.get(owner, row["id"])

@@ -12,9 +12,10 @@ SELECT 1;
 WITH created AS (
     INSERT INTO uploads (id, owner, filename, content_type, size, sha256, metadata, bucket,
                          object_key, expires_at, policy, transfer, multipart_upload_id,
-                         part_size, part_count, checksum_algorithm, idempotency_key, request_hash)
+                         part_size, part_count, checksum_algorithm, idempotency_key, request_hash,
+                         size_limit)
     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, now() + make_interval(secs => $10), $11,
-            $12, $13, $14, $15, $16, $17, $18)
+            $12, $13, $14, $15, $16, $17, $18, $19)
     ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), logged AS (
@@ -30,25 +31,31 @@ SELECT pg_advisory_xact_lock(hashtextextended('broker.quota:' || $1, 0));
 
 -- name: insert_upload_within_quota
 -- insert_upload, only if the owner's live (pending + finalized) uploads stay within the
--- policy's quota ($19 bytes, $20 count) and the global one ($21 bytes, $22 count); NULL = none.
+-- policy's quota ($20 bytes, $21 count) and the global one ($22 bytes, $23 count); NULL = none.
+-- An upload of unknown size reserves its size limit until it is finalized.
 WITH live AS (
     SELECT count(*) FILTER (WHERE policy = $11) AS policy_count,
-           coalesce(sum(size) FILTER (WHERE policy = $11), 0) AS policy_bytes,
+           coalesce(sum(coalesce(size, size_limit)) FILTER (WHERE policy = $11), 0)
+               AS policy_bytes,
            count(*) AS total_count,
-           coalesce(sum(size), 0) AS total_bytes
+           coalesce(sum(coalesce(size, size_limit)), 0) AS total_bytes
     FROM uploads
     WHERE owner = $2 AND status IN ('pending', 'finalized')
 ), created AS (
     INSERT INTO uploads (id, owner, filename, content_type, size, sha256, metadata, bucket,
                          object_key, expires_at, policy, transfer, multipart_upload_id,
-                         part_size, part_count, checksum_algorithm, idempotency_key, request_hash)
+                         part_size, part_count, checksum_algorithm, idempotency_key, request_hash,
+                         size_limit)
     SELECT $1, $2, $3, $4, $5::bigint, $6, $7::jsonb, $8, $9,
-           now() + make_interval(secs => $10), $11, $12, $13, $14, $15, $16, $17, $18
+           now() + make_interval(secs => $10), $11, $12, $13, $14, $15, $16, $17, $18,
+           $19::bigint
     FROM live
-    WHERE ($19::bigint IS NULL OR live.policy_bytes + $5::bigint <= $19)
-      AND ($20::bigint IS NULL OR live.policy_count < $20)
-      AND ($21::bigint IS NULL OR live.total_bytes + $5::bigint <= $21)
-      AND ($22::bigint IS NULL OR live.total_count < $22)
+    WHERE ($20::bigint IS NULL
+           OR live.policy_bytes + coalesce($5::bigint, $19::bigint) <= $20)
+      AND ($21::bigint IS NULL OR live.policy_count < $21)
+      AND ($22::bigint IS NULL
+           OR live.total_bytes + coalesce($5::bigint, $19::bigint) <= $22)
+      AND ($23::bigint IS NULL OR live.total_count < $23)
     ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), logged AS (
@@ -79,10 +86,12 @@ ORDER BY created_at DESC, id DESC
 LIMIT $5;
 
 -- name: mark_upload_finalized
--- pending -> finalized, recording what storage reported (etag, checksum).
+-- pending -> finalized, recording what storage reported (etag, checksum, and the size of an
+-- upload whose size was unknown until now: $6).
 WITH changed AS (
     UPDATE uploads
-    SET status = 'finalized', etag = $2, checksum = $3, finalized_at = now(), updated_at = now()
+    SET status = 'finalized', etag = $2, checksum = $3, size = coalesce(size, $6::bigint),
+        finalized_at = now(), updated_at = now()
     WHERE id = $1 AND status = 'pending'
     RETURNING *
 ), logged AS (

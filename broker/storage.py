@@ -133,12 +133,13 @@ class Storage:
         *,
         upload_id: str,
         part_number: int,
-        size: int,
+        size: int | None,
         checksum: tuple[str, str] | None,
         expires_in: int,
     ) -> PresignedRequest:
-        """An UploadPart PUT whose exact length (and checksum, as (algorithm, base64)) is signed."""
-        headers = {"content-length": str(size)}
+        """An UploadPart PUT whose exact length (unless unknown) and checksum (as (algorithm,
+        base64)) are signed."""
+        headers = {"content-length": str(size)} if size is not None else {}
         if checksum is not None:
             headers[CHECKSUM_HEADERS[checksum[0]]] = checksum[1]
         query = {"partNumber": str(part_number), "uploadId": upload_id}
@@ -149,15 +150,16 @@ class Storage:
         key: str,
         *,
         content_type: str,
-        size: int,
+        sizes: tuple[int, int],
         sha256_base64: str | None,
         expires_in: int,
     ) -> PresignedForm:
-        """A form POST whose policy pins key, type and exact length (content-length-range)."""
+        """A form POST whose policy pins key, type and length: `sizes` is the accepted
+        (min, max), both the exact size when it is known (content-length-range)."""
         fields = {"Content-Type": content_type}
         conditions: list[Any] = [
             {"Content-Type": content_type},
-            ["content-length-range", size, size],
+            ["content-length-range", sizes[0], sizes[1]],
         ]
         if sha256_base64 is not None:
             fields["x-amz-checksum-sha256"] = sha256_base64

@@ -37,7 +37,7 @@ class NewUpload:
 
     filename: str
     content_type: str
-    size: int
+    size: int | None  # None: known only once stored (Uppy); then capped by the policy
     sha256: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     policy: str | None = None
@@ -166,8 +166,12 @@ class Uploads:
             raise errors.InvalidRequest(
                 details=[{"field": "method", "in": "body", "message": "POST is single-part"}]
             )
+        if new.size is None and not (new.multipart or new.method == "POST"):
+            raise errors.InvalidRequest(
+                details=[{"field": "size", "in": "body", "message": "the size is required"}]
+            )
         wants_multipart = new.multipart or (
-            new.method == "PUT" and new.size > self.multipart_threshold
+            new.method == "PUT" and new.size is not None and new.size > self.multipart_threshold
         )
         if wants_multipart and not policy.multipart:
             if new.multipart:
@@ -200,12 +204,14 @@ class Uploads:
         return "post" if new.method == "POST" else "put"
 
     def _check_limits(self, new: NewUpload, policy: Policy) -> None:
-        if new.size > policy.max_size:
+        if new.size is None:
+            pass  # storage enforces the policy's range, and finalization checks it again
+        elif new.size > policy.max_size:
             raise errors.UploadTooLarge(
                 f"size {new.size} exceeds the limit of {policy.max_size} bytes",
                 details={"max_size": policy.max_size, "policy": policy.name},
             )
-        if new.size < policy.min_size:
+        if new.size is not None and new.size < policy.min_size:
             raise errors.UploadTooSmall(
                 f"size {new.size} is below the minimum of {policy.min_size} bytes",
                 details={"min_size": policy.min_size, "policy": policy.name},
@@ -240,7 +246,8 @@ class Uploads:
         key = f"{policy.key_prefix}{upload_id}"
         multipart_id = part_size = part_count = None
         if transfer == "multipart":
-            part_size, part_count = plan_part_size(new.size, self.part_size)
+            if new.size is not None:
+                part_size, part_count = plan_part_size(new.size, self.part_size)
             multipart_id = await self.storage.create_multipart(
                 key, content_type=new.content_type, checksum_algorithm=new.checksum_algorithm
             )
@@ -249,6 +256,7 @@ class Uploads:
             new.metadata, self.storage.bucket, key, float(policy.pending_ttl_seconds),
             policy.name, transfer, multipart_id, part_size, part_count, new.checksum_algorithm,
             idempotency_key, fingerprint,
+            policy.max_size if new.size is None else None,
         )  # fmt: skip
         try:
             row = await self._insert(owner, policy, values)
@@ -324,10 +332,11 @@ class Uploads:
             )
             return Created(record=row, multipart=plan)
         if row["transfer"] == "post":
+            size = row["size"]
             form = self.storage.presign_post(
                 row["object_key"],
                 content_type=row["content_type"],
-                size=row["size"],
+                sizes=(size, size) if size is not None else (policy.min_size, row["size_limit"]),
                 sha256_base64=sha256_base64(row["sha256"]),
                 expires_in=policy.url_ttl_seconds,
             )

@@ -27,10 +27,7 @@ from broker.api.errors_doc import responses
 Scalar = str | int | float | bool | None
 # Meta fields that are fields of the record, not metadata: Uppy always sends name and type.
 RECORD_FIELDS = frozenset({"name", "type", "size", "policy"})
-SIZE_HINT = (
-    "the exact file size is required and Uppy does not send it: put it in each file's meta, "
-    "e.g. uppy.on('file-added', (file) => uppy.setFileMeta(file.id, { size: file.size }))"
-)
+SIZE_HINT = "must be the file's size in bytes, a whole number of at least 1"
 DECIMAL = re.compile(r"^[0-9]{1,16}$")
 METADATA = TypeAdapter(schemas.Metadata)
 
@@ -93,8 +90,10 @@ def new_upload(file: UppyFile, where: Literal["query", "body"]) -> uploads.NewUp
             size = given
         elif isinstance(given, str) and DECIMAL.match(given):
             size = int(given)
-        if size is None or size < 1:
+        elif given is not None:
             problems.append({"field": "metadata.size", "in": where, "message": SIZE_HINT})
+        # Without a size (Uppy sends none) the upload is capped by its policy instead: the
+        # form's content-length-range, the multipart completion, and finalization check it.
     policy = file.metadata.get("policy")
     if policy is not None and not isinstance(policy, str):
         problems.append({"field": "metadata.policy", "in": where, "message": "must be a string"})
@@ -109,7 +108,7 @@ def new_upload(file: UppyFile, where: Literal["query", "body"]) -> uploads.NewUp
         for error in exc.errors():
             message = error["msg"].removeprefix("Value error, ")
             problems.append({"field": "metadata", "in": where, "message": message})
-    if problems or size is None:
+    if problems:
         raise errors.InvalidRequest(details=problems)
     return uploads.NewUpload(
         filename=file.filename,

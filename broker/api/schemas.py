@@ -148,7 +148,10 @@ class Upload(BaseModel):
     status: Status
     filename: str
     content_type: str
-    size: int
+    size: int | None = Field(
+        description="Bytes; null until finalized for an upload whose size was not declared "
+        "(Uppy's Companion routes)."
+    )
     sha256: str | None
     metadata: dict[str, Any]
     key: str

@@ -347,17 +347,47 @@ def test_a_policy_is_chosen_through_the_files_meta(api, auth_headers, token) -> 
         assert response.json()["error"]["code"] == code, response.text
 
 
-def test_the_size_is_required_since_uppy_does_not_send_it(api, token) -> None:
+def test_files_of_undeclared_size_are_capped_by_the_policy_and_sized_at_finalization(
+    api, auth_headers, token
+) -> None:
+    """Uppy, unchanged, sends no size: the broker caps the upload by its policy instead."""
     plugin = Plugin.v6(api, token)
-    for response in (
-        plugin.params("a.txt", "text/plain", {"name": "a.txt", "type": "text/plain"}),
-        plugin.create("a.bin", "application/octet-stream", {"name": "a.bin"}),
-        plugin.create("a.bin", "application/octet-stream", {"size": "12 bytes"}),
-    ):
-        assert response.status_code == 422, response.text
-        [problem] = response.json()["error"]["details"]
-        assert problem["field"] == "metadata.size"
-        assert "setFileMeta" in problem["message"]
+    uppy_meta = {"name": "a.png", "type": "image/png", "policy": "avatars"}  # no size
+
+    data = b"\x89PNG" + os.urandom(1000)
+    params = plugin.params("a.png", "image/png", uppy_meta)
+    assert params.status_code == 200, params.text
+    too_big = post_form(params.json(), b"x" * (64 * 1024 + 1), "a.png", "image/png")
+    assert too_big.status_code == 400 and "EntityTooLarge" in too_big.text
+    assert post_form(params.json(), data, "a.png", "image/png").status_code == 204
+    upload_id = upload_id_of(params.json()["fields"]["key"])
+    assert wait_for_status(api, auth_headers, upload_id, "finalized")["size"] == len(data)
+
+    upload = plugin.create("v.bin", "application/octet-stream", {"name": "v.bin"}).json()
+    record = api.get(f"/v1/uploads/{upload_id_of(upload['key'])}", headers=auth_headers).json()
+    assert (record["size"], record["part_count"]) == (None, None)
+    part_size = 5 * MIB
+    etags = {}
+    for number in (1, 2, 3):
+        url = plugin.sign(upload, number).json()["url"]
+        etags[number] = put_part(url, DATA[(number - 1) * part_size : number * part_size])
+    assert plugin.complete(upload, etags).status_code == 200
+    finalized = wait_for_status(api, auth_headers, record["id"], "finalized")
+    assert finalized["size"] == len(DATA)
+    assert download(api, auth_headers, record["id"]) == DATA
+
+
+def test_an_undeclared_multipart_upload_over_its_limit_is_not_completed(api, token) -> None:
+    plugin = Plugin.v6(api, token)
+    # The `limited` policy caps files at 1 MiB; two 5 MiB-part uploads would pass 10 MiB.
+    upload = plugin.create("big.bin", "application/octet-stream", {"policy": "limited"}).json()
+    etags = {1: put_part(plugin.sign(upload, 1).json()["url"], DATA[: 2 * MIB])}
+    refused = plugin.complete(upload, etags)
+    assert refused.status_code == 400
+    assert "exceed the limit" in refused.text
+    bad_size = plugin.create("a.bin", "application/octet-stream", {"size": "12 bytes"})
+    assert bad_size.status_code == 422
+    assert bad_size.json()["error"]["details"][0]["field"] == "metadata.size"
 
 
 def test_bad_requests_are_described_in_the_brokers_error_format(api, token) -> None:

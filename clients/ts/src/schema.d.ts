@@ -603,8 +603,11 @@ export interface components {
             filename: string;
             /** Content Type */
             content_type: string;
-            /** Size */
-            size: number;
+            /**
+             * Size
+             * @description Bytes; null until finalized for an upload whose size was not declared (Uppy's Companion routes).
+             */
+            size: number | null;
             /** Sha256 */
             sha256: string | null;
             /** Metadata */
@@ -730,8 +733,11 @@ export interface components {
             filename: string;
             /** Content Type */
             content_type: string;
-            /** Size */
-            size: number;
+            /**
+             * Size
+             * @description Bytes; null until finalized for an upload whose size was not declared (Uppy's Companion routes).
+             */
+            size: number | null;
             /** Sha256 */
             sha256: string | null;
             /** Metadata */
@@ -1052,8 +1058,11 @@ export interface components {
             filename: string;
             /** Content Type */
             content_type: string;
-            /** Size */
-            size: number;
+            /**
+             * Size
+             * @description Bytes; null until finalized for an upload whose size was not declared (Uppy's Companion routes).
+             */
+            size: number | null;
             /** Sha256 */
             sha256: string | null;
             /** Metadata */

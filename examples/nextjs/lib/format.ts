@@ -1,4 +1,6 @@
-export function formatBytes(bytes: number): string {
+/** A size in binary units; null (not known until the upload is finalized) shows as "—". */
+export function formatBytes(bytes: number | null): string {
+  if (bytes === null) return "—";
   if (bytes < 1024) return `${bytes} B`;
   const units = ["KiB", "MiB", "GiB", "TiB"];
   let value = bytes / 1024;

@@ -46,6 +46,8 @@ from bench import listing, multipart
 from broker import auth, config, devstack, migrate, storage
 
 REPO = Path(__file__).resolve().parent.parent
+# BENCH_QUICK=1: the create-upload throughput only, to compare changes while working on them.
+QUICK = os.environ.get("BENCH_QUICK") == "1"
 BIN = Path(sys.executable).parent
 LUA_SCRIPT = Path(__file__).with_name("create_upload.lua")
 
@@ -609,6 +611,10 @@ def main() -> int:
         wrk = ensure_wrk()
         with running_stack(workdir) as stack:
             runs = throughput(stack, wrk)
+            if QUICK:
+                print("\n".join(throughput_table(runs)))
+                keep = False
+                return 0
             print(f"finalize: {FINALIZE_UPLOADS} sequential uploads ...", flush=True)
             fin = finalize_latency(stack)
             sections = [

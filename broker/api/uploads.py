@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
 import pydantic
 import pydantic_core
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from broker import auth, uploads
@@ -18,16 +19,31 @@ from broker.api.errors_doc import responses
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Retrying with the same key and body returns the same upload.",
-    ),
-]
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Retrying with the same key and body returns the same upload.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]+$"},
+}
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header, if any; read by hand on the hot path (see create_upload)."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not IDEMPOTENCY_KEY.match(key):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "string_pattern_mismatch",
+                    "loc": ("header", "Idempotency-Key"),
+                    "msg": "must be 1-255 printable ASCII characters without spaces",
+                    "input": key,
+                }
+            ]
+        )
+    return key
 
 
 def instructions(created: uploads.Created) -> schemas.UploadInstructions | None:
@@ -69,13 +85,14 @@ async def create_body(request: Request) -> schemas.CreateUpload:
         **responses(400, 401, 403, 409, 413, 415, 422, 503),
     },
     openapi_extra={
+        "parameters": [IDEMPOTENCY_KEY_PARAMETER],
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": schemas.CreateUpload.model_json_schema()}},
-        }
+        },
     },
 )
-async def create_upload(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+async def create_upload(request: Request) -> Response:
     """Create a pending upload and get how to send its bytes straight to storage."""
     # The hot path: body, dependencies and response are handled by hand here, because
     # FastAPI's generic machinery for them costs more than the rest of the request.
@@ -95,7 +112,7 @@ async def create_upload(request: Request, idempotency_key: IdempotencyKey = None
             multipart=body.multipart,
             checksum_algorithm=body.checksum_algorithm,
         ),
-        idempotency_key,
+        idempotency_key(request),
     )
     upload_id = str(created.record["id"])
     token = auth.issue_events_token(

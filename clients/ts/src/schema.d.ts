@@ -1275,7 +1275,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description Retrying with the same key and body returns the same upload. */
-                "Idempotency-Key"?: string | null;
+                "Idempotency-Key"?: string;
             };
             path?: never;
             cookie?: never;

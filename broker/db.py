@@ -86,8 +86,11 @@ class Database:
 
     async def fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
         """Run a named query and return its first row, if any."""
-        async with self._unavailable_as_error():
+        # try/except rather than _unavailable_as_error: this is on every request's path.
+        try:
             return await self.pool.fetchrow(self.queries[name], *args)
+        except UNAVAILABLE_ERRORS as exc:
+            raise errors.DatabaseUnavailable() from exc
 
     async def fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
         """Run a named query and return all its rows."""

@@ -136,9 +136,9 @@ def create_app(settings: Settings) -> FastAPI:
             # collector's full passes, which otherwise stall the event loop under load.
             gc.collect()
             gc.freeze()
-            # Requests free their objects by reference counting; the cycle collector's young
-            # passes, every 700 allocations by default, mostly find nothing and cost latency.
-            gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+            # Requests free their objects by reference counting; the cycle collector's passes
+            # (young every 700 allocations by default) mostly find nothing and cost latency.
+            gc.set_threshold(GC_YOUNG_THRESHOLD, 100, 100)
             log.info("startup.ready", extra={"bucket": settings.s3_bucket})
             yield
             if background is not None:

@@ -126,20 +126,7 @@ class Multipart:
         problems += [{"part_number": n, "problem": "no such part"} for n in unknown]
         if problems:
             raise errors.InvalidParts(details=problems)
-        try:
-            await self.storage.complete_multipart(
-                row["object_key"],
-                row["multipart_upload_id"],
-                [by_number[n] for n in range(1, row["part_count"] + 1)],
-                row["checksum_algorithm"],
-            )
-        except storage.MultipartError as exc:
-            log.warning(
-                "multipart.complete_refused", extra={"upload_id": str(upload_id), "code": exc.code}
-            )
-            raise errors.InvalidParts(
-                f"storage refused to complete: {exc.code}", details={"storage_code": exc.code}
-            ) from exc
+        await self._join(row, [by_number[n] for n in range(1, row["part_count"] + 1)])
         return await self.uploads.get(owner, upload_id)
 
     async def _complete_unknown_size(
@@ -171,15 +158,19 @@ class Multipart:
             problems.append({"part_number": None, "problem": f"{total} bytes exceed the limit"})
         if problems:
             raise errors.InvalidParts(details=problems)
+        await self._join(row, [by_number[n] for n in numbers])
+        return await self.uploads.get(owner, row["id"])
+
+    async def _join(self, row: asyncpg.Record, parts: list[storage.StoredPart]) -> None:
+        """Complete the multipart upload in storage; a refusal leaves it resumable (400)."""
         try:
             await self.storage.complete_multipart(
-                row["object_key"],
-                row["multipart_upload_id"],
-                [by_number[n] for n in numbers],
-                row["checksum_algorithm"],
+                row["object_key"], row["multipart_upload_id"], parts, row["checksum_algorithm"]
             )
         except storage.MultipartError as exc:
+            log.warning(
+                "multipart.complete_refused", extra={"upload_id": str(row["id"]), "code": exc.code}
+            )
             raise errors.InvalidParts(
                 f"storage refused to complete: {exc.code}", details={"storage_code": exc.code}
             ) from exc
-        return await self.uploads.get(owner, row["id"])

@@ -4,6 +4,7 @@ the latency of each request by route template. A pure ASGI middleware, to stay c
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
 import re
 import time
@@ -35,6 +36,12 @@ class RequestContext:
         self.app = app
         # Histogram children by (method, route, status): .labels() is a lookup we can skip.
         self.timers: dict[tuple[str, str, int], Any] = {}
+        # Ids are this process's random prefix and a counter: unique without a syscall each.
+        self.id_prefix = uuid.uuid4().hex[:16]
+        self.issued = itertools.count(1)
+
+    def _new_id(self) -> str:
+        return f"{self.id_prefix}{next(self.issued):016x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,7 +50,7 @@ class RequestContext:
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
             "latin-1"
         )
-        request_id = given if ACCEPTED_ID.match(given) else uuid.uuid4().hex
+        request_id = given if given and ACCEPTED_ID.match(given) else self._new_id()
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500

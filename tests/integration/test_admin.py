@@ -175,6 +175,7 @@ def test_metrics_follow_an_uploads_life(api, auth_headers):
 def test_request_ids_are_returned_and_accepted(api, auth_headers):
     generated = api.get("/healthz")
     assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
+    assert api.get("/healthz").headers["x-request-id"] != generated.headers["x-request-id"]
     given = api.get("/healthz", headers={"X-Request-ID": "trace-123"})
     assert given.headers["x-request-id"] == "trace-123"
     hostile = api.get("/healthz", headers={"X-Request-ID": "bad id\twith tab"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +13,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 GIB = 1024**3
 MEDIA_TYPE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/([a-z0-9][a-z0-9!#$&^_.+-]*|\*)$")
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password"}
+
+
+def check_media_type_patterns(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Lower-cased media type patterns (image/png, image/*, */*), or ValueError."""
+    value = tuple(pattern.strip().lower() for pattern in value)
+    if not value:
+        raise ValueError("needs at least one pattern such as image/* or */*")
+    for pattern in value:
+        if pattern != "*/*" and not MEDIA_TYPE_PATTERN.match(pattern):
+            raise ValueError(f"{pattern!r} is not a media type pattern like image/png or image/*")
+    return value
 
 
 class ConfigError(Exception):
@@ -74,15 +84,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_content_types")
     @classmethod
     def _check_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        value = tuple(pattern.lower() for pattern in value)
-        if not value:
-            raise ValueError("needs at least one pattern such as image/* or */*")
-        for pattern in value:
-            if pattern != "*/*" and not MEDIA_TYPE_PATTERN.match(pattern):
-                raise ValueError(
-                    f"{pattern!r} is not a media type pattern like image/png or image/*"
-                )
-        return value
+        return check_media_type_patterns(value)
 
     @field_validator("cors_origins")
     @classmethod
@@ -149,10 +151,6 @@ class Settings(BaseSettings):
     def public_endpoint(self) -> str:
         """The S3 endpoint browsers use; presigned URLs are signed for this host."""
         return self.s3_public_endpoint or self.s3_endpoint
-
-    def content_type_allowed(self, content_type: str) -> bool:
-        """Whether a (lower-case, parameter-free) media type matches an allowed pattern."""
-        return any(fnmatch.fnmatchcase(content_type, p) for p in self.allowed_content_types)
 
 
 def load_settings(**overrides: object) -> Settings:

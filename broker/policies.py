@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
 
-from broker.config import MEDIA_TYPE_PATTERN, ConfigError, Settings
+from broker.config import ConfigError, Settings, check_media_type_patterns
 
 DEFAULT = "default"
 KEY_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*/$")
@@ -46,13 +46,7 @@ class Policy(BaseModel):
     @field_validator("content_types")
     @classmethod
     def _check_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        value = tuple(pattern.strip().lower() for pattern in value)
-        if not value:
-            raise ValueError("needs at least one pattern such as image/* or */*")
-        for pattern in value:
-            if pattern != "*/*" and not MEDIA_TYPE_PATTERN.match(pattern):
-                raise ValueError(f"{pattern!r} is not a media type pattern like image/png")
-        return value
+        return check_media_type_patterns(value)
 
     @field_validator("min_size", "max_size")
     @classmethod

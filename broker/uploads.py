@@ -322,7 +322,7 @@ class Uploads:
         """How to send the bytes of a pending upload (freshly signed), or nothing."""
         if row["status"] != "pending":
             return Created(record=row)
-        policy = self.policies.get(row["policy"]) or self._policy(None)
+        policy = self._policy_of(row)
         if row["transfer"] == "multipart":
             plan = MultipartPlan(
                 upload_id=row["multipart_upload_id"],
@@ -350,9 +350,13 @@ class Uploads:
         )
         return Created(record=row, put=put)
 
+    def _policy_of(self, row: asyncpg.Record) -> Policy:
+        """The upload's policy; the default one if the policy was removed since."""
+        return self.policies.get(row["policy"]) or self._policy(None)
+
     def url_ttl(self, row: asyncpg.Record) -> int:
         """How long URLs for this upload's bytes stay valid, by its policy."""
-        return (self.policies.get(row["policy"]) or self._policy(None)).url_ttl_seconds
+        return self._policy_of(row).url_ttl_seconds
 
     async def get(self, owner: str, upload_id: uuid.UUID) -> asyncpg.Record:
         """The owner's upload; someone else's is reported as not found."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker import config
+from broker import config, policies
 
 GOOD = {
     "BROKER_DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db",
@@ -32,16 +32,16 @@ def test_settings_defaults(env):
     assert settings.allowed_content_types == ("*/*",)
     assert settings.max_upload_bytes == 5 * 1024**3
     assert settings.public_endpoint == "http://127.0.0.1:9000"
-    assert settings.content_type_allowed("video/mp4")
+    assert policies.default_policy(settings).allows_content_type("video/mp4")
 
 
 def test_settings_content_type_patterns(env):
     env.setenv("BROKER_ALLOWED_CONTENT_TYPES", "image/*, Application/PDF")
     settings = config.load_settings()
     assert settings.allowed_content_types == ("image/*", "application/pdf")
-    assert settings.content_type_allowed("image/png")
-    assert settings.content_type_allowed("application/pdf")
-    assert not settings.content_type_allowed("text/plain")
+    assert policies.default_policy(settings).allows_content_type("image/png")
+    assert policies.default_policy(settings).allows_content_type("application/pdf")
+    assert not policies.default_policy(settings).allows_content_type("text/plain")
 
 
 @pytest.mark.parametrize(

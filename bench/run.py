@@ -226,7 +226,7 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
     )
     with contextlib.ExitStack() as stack:
         print(f"starting PostgreSQL (durable) on 127.0.0.1:{postgres.port} ...", flush=True)
-        stack.callback(postgres.stop)
+        stack.callback(postgres.remove)
         postgres.start()
         print(f"starting MinIO on 127.0.0.1:{minio.port} ...", flush=True)
         stack.callback(minio.stop)

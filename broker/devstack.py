@@ -212,6 +212,12 @@ class LocalPostgres:
         if running.returncode == 0:
             self._run(pg_ctl, "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
 
+    def remove(self) -> None:
+        """Stop the server and delete the cluster: for throwaway clusters (tests, bench),
+        whose folder may be the /var/tmp fallback that nobody else would delete."""
+        self.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
 
 @dataclass
 class LocalMinio:

@@ -137,7 +137,7 @@ def from_local_binaries(state_dir: Path) -> Iterator[Services]:
         finally:
             minio.stop()
     finally:
-        postgres.stop()
+        postgres.remove()
 
 
 @contextmanager

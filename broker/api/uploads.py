@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from broker import auth, uploads
 from broker.api import schemas
 from broker.api.deps import PrincipalDep, UploadsDep, authenticate
+from broker.api.direct_route import DirectRoute
 from broker.api.errors_doc import responses
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
@@ -76,22 +77,6 @@ async def create_body(request: Request) -> schemas.CreateUpload:
         ) from None
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_201_CREATED,
-    response_model=schemas.CreatedUpload,
-    responses={
-        200: {"model": schemas.CreatedUpload, "description": "Replay of an Idempotency-Key"},
-        **responses(400, 401, 403, 409, 413, 415, 422, 503),
-    },
-    openapi_extra={
-        "parameters": [IDEMPOTENCY_KEY_PARAMETER],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schemas.CreateUpload.model_json_schema()}},
-        },
-    },
-)
 async def create_upload(request: Request) -> Response:
     """Create a pending upload and get how to send its bytes straight to storage."""
     # The hot path: body, dependencies and response are handled by hand here, because
@@ -142,6 +127,27 @@ async def create_upload(request: Request) -> Response:
         status_code=status.HTTP_201_CREATED,
         media_type="application/json",
     )
+
+
+router.add_api_route(
+    "",
+    create_upload,
+    methods=["POST"],
+    route_class_override=DirectRoute,
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.CreatedUpload,
+    responses={
+        200: {"model": schemas.CreatedUpload, "description": "Replay of an Idempotency-Key"},
+        **responses(400, 401, 403, 409, 413, 415, 422, 503),
+    },
+    openapi_extra={
+        "parameters": [IDEMPOTENCY_KEY_PARAMETER],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.CreateUpload.model_json_schema()}},
+        },
+    },
+)
 
 
 def _dump(model: pydantic.BaseModel | None) -> dict[str, object] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -59,6 +60,11 @@ class Database:
     def __init__(self, pool: asyncpg.Pool, queries: dict[str, str]) -> None:
         self.pool = pool
         self.queries = queries
+        # Callers take turns for a connection in arrival order. asyncpg's pool hands a freed
+        # connection to whoever asks next, so under load a request can lose it again and
+        # again to newcomers (a long latency tail); this FIFO semaphore, as large as the
+        # pool, lets nobody ask the pool before it is their turn.
+        self.turns = asyncio.Semaphore(pool.get_max_size())
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int, max_size: int) -> Database:
@@ -88,20 +94,28 @@ class Database:
         """Run a named query and return its first row, if any."""
         # try/except rather than _unavailable_as_error: this is on every request's path.
         try:
-            return await self.pool.fetchrow(self.queries[name], *args)
+            async with self.turns:
+                return await self.pool.fetchrow(self.queries[name], *args)
         except UNAVAILABLE_ERRORS as exc:
             raise errors.DatabaseUnavailable() from exc
 
     async def fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
         """Run a named query and return all its rows."""
-        async with self._unavailable_as_error():
+        async with self._unavailable_as_error(), self.turns:
             return await self.pool.fetch(self.queries[name], *args)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def transaction(self) -> AsyncIterator[Session]:
         """Run several named queries on one connection, committed together."""
-        async with self._unavailable_as_error(), self.pool.acquire() as conn, conn.transaction():
-            yield Transaction(conn, self.queries)
+        async with self.session() as session, session.conn.transaction():
+            yield session
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Session]:
+        """Run several named queries on one connection, each committed on its own: for work
+        that holds a session-level lock between them."""
+        async with self._unavailable_as_error(), self.turns, self.pool.acquire() as conn:
+            yield Session(conn, self.queries)
 
     async def fetch_planned_per_call(
         self, name: str, fragments: dict[str, str], *args: Any
@@ -115,7 +129,7 @@ class Database:
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless a trivial query answers."""
-        async with self._unavailable_as_error():
+        async with self._unavailable_as_error(), self.turns:
             await self.pool.fetchval(self.queries["ping"])
 
 
@@ -125,8 +139,8 @@ class Executor(Protocol):
     async def fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None: ...
 
 
-class Transaction:
-    """Named queries on the connection of an open transaction."""
+class Session:
+    """Named queries on one connection (in a transaction or not)."""
 
     def __init__(self, conn: asyncpg.Connection, queries: dict[str, str]) -> None:
         self.conn = conn

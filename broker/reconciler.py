@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from broker import errors, metrics, storage
-from broker.db import Database, Executor
+from broker.db import Database, Executor, Session
 from broker.finalization import Finalizer
 from broker.policies import Policies
 
@@ -137,26 +137,29 @@ class Reconciler:
         Only what is older than the grace period is touched: a multipart upload is started
         in storage a moment before its record is written.
         """
-        async with self.db.pool.acquire() as conn:
-            locked = await conn.fetchval(self.db.queries["try_lock_orphan_sweep"])
-            if not locked:
+        # The lock is held by this session's connection, which also runs the sweep's queries.
+        async with self.db.session() as session:
+            locked = await session.fetchrow("try_lock_orphan_sweep")
+            if not locked or not locked["locked"]:
                 report.counts["orphan_sweep_skipped_busy"] += 1
                 return
             try:
                 cutoff = datetime.now(UTC) - self.orphan_grace
                 prefixes = sorted({p.key_prefix for p in self.policies.by_name.values()})
                 for prefix in prefixes:
-                    await self._sweep_objects(prefix, cutoff, report)
-                await self._sweep_multipart(tuple(prefixes), cutoff, report)
+                    await self._sweep_objects(session, prefix, cutoff, report)
+                await self._sweep_multipart(session, tuple(prefixes), cutoff, report)
             finally:
-                await conn.fetchval(self.db.queries["unlock_orphan_sweep"])
+                await session.fetchrow("unlock_orphan_sweep")
 
-    async def _sweep_objects(self, prefix: str, cutoff: datetime, report: PassReport) -> None:
+    async def _sweep_objects(
+        self, session: Session, prefix: str, cutoff: datetime, report: PassReport
+    ) -> None:
         async for page in self.storage.list_objects(prefix):
             old = [key for key, modified in page if modified < cutoff]
             if not old:
                 continue
-            rows = await self.db.fetch("find_live_object_keys", self.storage.bucket, old)
+            rows = await session.fetch("find_live_object_keys", self.storage.bucket, old)
             live = {row["object_key"] for row in rows}
             for key in old:
                 if key in live:
@@ -169,7 +172,7 @@ class Reconciler:
                 report.record(outcome, key=key)
 
     async def _sweep_multipart(
-        self, prefixes: tuple[str, ...], cutoff: datetime, report: PassReport
+        self, session: Session, prefixes: tuple[str, ...], cutoff: datetime, report: PassReport
     ) -> None:
         async for page in self.storage.list_multipart_uploads():
             old = [
@@ -179,7 +182,7 @@ class Reconciler:
             ]
             if not old:
                 continue
-            rows = await self.db.fetch("find_pending_multipart_ids", [u for _, u in old])
+            rows = await session.fetch("find_pending_multipart_ids", [u for _, u in old])
             live = {row["multipart_upload_id"] for row in rows}
             for key, upload_id in old:
                 if upload_id in live:

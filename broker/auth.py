@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import jwt
 
+from broker.hmac_key import HmacSha256Key
+
 ALGORITHM = "HS256"
 
 
@@ -74,9 +76,14 @@ def verify_events_token(secret: str, token: str, upload_id: str, owner: str) -> 
     return Principal(subject=owner)
 
 
+_EVENTS_KEYS: dict[str, HmacSha256Key] = {}  # by secret: one per process in practice
+
+
 def _events_signature(secret: str, subject: str, upload_id: str, expires: int) -> str:
-    message = f"upload-events\n{upload_id}\n{subject}\n{expires}".encode()
-    digest = hmac.digest(secret.encode(), message, "sha256")
+    key = _EVENTS_KEYS.get(secret)
+    if key is None:
+        key = _EVENTS_KEYS[secret] = HmacSha256Key(secret.encode())
+    digest = key.digest(f"upload-events\n{upload_id}\n{subject}\n{expires}".encode())
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 

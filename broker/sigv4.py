@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+from broker.hmac_key import HmacSha256Key
+
 __all__ = ["Presigner"]
 
 _ALGORITHM = "AWS4-HMAC-SHA256"
@@ -41,8 +43,6 @@ _QUERY_TABLE = _quote_table("")
 _PATH_TABLE = _quote_table("/")
 _is_plain_query = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
 _is_plain_path = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch
-_TRANS_36 = bytes(b ^ 0x36 for b in range(256))
-_TRANS_5C = bytes(b ^ 0x5C for b in range(256))
 
 
 def _q(value: str) -> str:
@@ -100,25 +100,19 @@ class Presigner:
         self._scope_tail = f"/{region}/{_SERVICE}/{_TERMINATOR}"
         self._cred_prefix = f"X-Amz-Credential={_q(access_key)}%2F"
         self._cred_suffix = _q(self._scope_tail)
-        # (datestamp, HMAC inner state, HMAC outer state); replaced whole, so thread-safe.
-        self._key_cache: tuple[str, hashlib._Hash, hashlib._Hash] | None = None
+        # (datestamp, its signing key); replaced whole, so thread-safe.
+        self._key_cache: tuple[str, HmacSha256Key] | None = None
 
-    def _signing_key(self, datestamp: str) -> tuple[str, hashlib._Hash, hashlib._Hash]:
+    def _signing_key(self, datestamp: str) -> HmacSha256Key:
         cached = self._key_cache  # single read: a concurrent replace is harmless
         if cached is not None and cached[0] == datestamp:
-            return cached
+            return cached[1]
         k = self._secret
         for part in (datestamp, self._region, _SERVICE, _TERMINATOR):
             k = hmac.digest(k, part.encode(), "sha256")
-        k = k.ljust(64, b"\0")  # zero-padded to the SHA-256 block size
-        # Pre-hash the padded key blocks (RFC 2104) so each URL needs only two copies.
-        cached = (
-            datestamp,
-            hashlib.sha256(k.translate(_TRANS_36)),
-            hashlib.sha256(k.translate(_TRANS_5C)),
-        )
-        self._key_cache = cached
-        return cached
+        key = HmacSha256Key(k)
+        self._key_cache = (datestamp, key)
+        return key
 
     def presign(
         self,
@@ -198,9 +192,5 @@ class Presigner:
             f"{_ALGORITHM}\n{amz_date}\n{datestamp}{self._scope_tail}\n"
             f"{hashlib.sha256(canonical_request.encode()).hexdigest()}"
         )
-        _, inner, outer = self._signing_key(datestamp)
-        inner = inner.copy()
-        inner.update(string_to_sign.encode())
-        outer = outer.copy()
-        outer.update(inner.digest())
-        return f"{self._base}{path}?{url_qs}&X-Amz-Signature={outer.hexdigest()}"
+        signature = self._signing_key(datestamp).hexdigest(string_to_sign.encode())
+        return f"{self._base}{path}?{url_qs}&X-Amz-Signature={signature}"

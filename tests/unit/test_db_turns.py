@@ -25,7 +25,8 @@ class GreedyPool:
             self.overlaps += 1
         self.busy = True
         self.served.append(caller)
-        await asyncio.sleep(0.001)  # the round trip
+        for _ in range(3):  # the round trip: the event loop runs others meanwhile
+            await asyncio.sleep(0)
         self.busy = False
         return None
 
@@ -42,7 +43,7 @@ async def queue_up() -> GreedyPool:
     db = Database(pool, {"q": "SELECT 1"})  # type: ignore[arg-type]
     callers = [f"early-{n}" for n in range(5)]
     tasks = [asyncio.create_task(db.fetchrow("q", name)) for name in callers]
-    await asyncio.sleep(0.0015)  # the first query is done, the others still queue
+    await tasks[0]  # the first query is done; the others still queue or run
     late = asyncio.create_task(db.fetchrow("q", "late"))
     await asyncio.gather(*tasks, late)
     return pool

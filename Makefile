@@ -17,7 +17,7 @@ venv: $(STAMP)
 
 ## minio: build the pinned MinIO (.minio-version) with go install unless a minio binary exists
 minio: $(STAMP)
-	@$(BIN)/python -c "from broker import devstack; print('minio:', devstack.minio_binary())"
+	@$(BIN)/python -c "from broker.dev import devstack; print('minio:', devstack.minio_binary())"
 
 ## run: PostgreSQL + MinIO + the broker on 127.0.0.1:8000, state in .state/ (Ctrl-C stops all)
 run: $(STAMP)

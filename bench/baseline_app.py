@@ -5,7 +5,7 @@ No auth, no presign, no error mapping. Run it like `broker serve` runs the broke
 
     BROKER_DATABASE_URL=postgresql://... python -m bench.baseline_app --port 8001
 
-Fairness: it gets the same start-up treatment as the broker (broker/app.py, broker/db.py):
+Fairness: it gets the same start-up treatment as the broker (broker/app.py, broker/adapters/db.py):
 the same pool size (BROKER_DB_POOL_MIN/MAX), the same jsonb codec, no reset round trip
 when a connection goes back to the pool, and gc.freeze() once the pool is open; uvicorn
 runs it with one worker, uvloop/httptools and no access log, as `broker serve` does.
@@ -28,7 +28,7 @@ import uvicorn
 from fastapi import FastAPI, Request, status
 from pydantic import BaseModel
 
-from broker.db import load_queries
+from broker.adapters.db import load_queries
 
 OWNER = "bench"
 BUCKET = "uploads"

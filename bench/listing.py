@@ -11,7 +11,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from broker import admin, auth, db
+from broker import auth
+from broker.adapters import db
+from broker.flows import admin
 
 ROWS = 1_000_000
 REPEATS = 20

@@ -43,7 +43,9 @@ import asyncpg
 import httpx
 
 from bench import listing, multipart
-from broker import auth, config, devstack, migrate, storage
+from broker import auth, config
+from broker.adapters import migrate, storage
+from broker.dev import devstack
 
 REPO = Path(__file__).resolve().parent.parent
 # BENCH_QUICK=1: the create-upload throughput only, to compare changes while working on them.

@@ -19,22 +19,15 @@ from fastapi.telemetry import TelemetryConfig
 from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker import (
-    admin,
-    errors,
-    finalization,
-    live,
-    multipart,
-    reconciler,
-    storage,
-    uploads,
-)
+from broker.adapters import storage
+from broker.adapters.db import UNAVAILABLE_ERRORS, Database
 from broker.api import admin as admin_api
-from broker.api import companion, events, health, metrics_route, ops, parts, webhooks
+from broker.api import companion, health, ops, parts, status_stream, webhooks
 from broker.api import uploads as uploads_api
 from broker.config import Settings
-from broker.db import UNAVAILABLE_ERRORS, Database
-from broker.policies import load_policies
+from broker.domain import errors
+from broker.domain.policies import load_policies
+from broker.flows import admin, finalization, live, multipart, reconciler, uploads
 from broker.request_context import RequestContext
 
 log = logging.getLogger("broker.app")
@@ -187,11 +180,10 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (
         uploads_api.router,
         parts.router,
-        events.router,
+        status_stream.router,
         admin_api.router,
         webhooks.router,
         health.router,
-        metrics_route.router,
         ops.router,
         companion.router,
     ):

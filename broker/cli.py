@@ -16,8 +16,13 @@ import uvicorn
 from dotenv import dotenv_values
 from fastapi import FastAPI
 
-from broker import admin, auth, commands, config, devstack, errors, logs, migrate, policies, storage
+from broker import auth, config, logs
+from broker.adapters import migrate, storage
 from broker.app import create_app
+from broker.dev import devstack
+from broker.domain import errors, policies
+from broker.flows import admin
+from broker.ops import commands
 
 
 def app_from_env() -> FastAPI:

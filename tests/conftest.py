@@ -17,7 +17,8 @@ import botocore.config
 import httpx
 import pytest
 
-from broker import auth, config, storage
+from broker import auth, config
+from broker.adapters import storage
 from tests import services
 from tests.tcp_proxy import TcpProxy
 

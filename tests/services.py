@@ -20,8 +20,10 @@ from pathlib import Path
 import asyncpg
 import uvicorn
 
-from broker import config, devstack, migrate, storage
+from broker import config
+from broker.adapters import migrate, storage
 from broker.app import create_app
+from broker.dev import devstack
 
 
 @dataclass

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from broker import admin
 from broker.api import schemas
 from broker.api.deps import AdminDep, PrincipalDep
 from broker.api.errors_doc import responses
+from broker.flows import admin
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 ADMIN_ERRORS = responses(401, 403, 404, 422, 503)

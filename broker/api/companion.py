@@ -19,10 +19,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from broker import auth, errors, uploads
+from broker import auth
 from broker.api import schemas
 from broker.api.deps import CompanionDep, bearer_token
 from broker.api.errors_doc import responses
+from broker.domain import errors
+from broker.flows import uploads
 
 Scalar = str | int | float | bool | None
 # Meta fields that are fields of the record, not metadata: Uppy always sends name and type.

@@ -10,8 +10,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from broker import admin, auth, companion, errors, finalization, multipart, uploads
+from broker import auth
 from broker.config import Settings
+from broker.domain import errors
+from broker.flows import admin, companion, finalization, multipart, uploads
 
 
 async def get_settings(request: Request) -> Settings:

@@ -1,11 +1,15 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the Prometheus metrics endpoint."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from datetime import UTC, datetime
+
+import prometheus_client
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from broker import errors
+from broker import metrics
+from broker.domain import errors
 
 router = APIRouter(tags=["health"])
 
@@ -32,3 +36,16 @@ async def readyz(request: Request) -> JSONResponse:
         )
         return JSONResponse(error.to_body(), status_code=error.status)
     return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics(request: Request) -> Response:
+    """Counters and histograms of this process, and pending gauges read from the database."""
+    pending = await request.app.state.db.fetchrow("stats_pending")
+    metrics.PENDING.set(pending["pending"])
+    metrics.STUCK.set(pending["stuck"])
+    oldest = pending["oldest_created_at"]
+    metrics.OLDEST_PENDING_AGE.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
+    return Response(
+        prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
+    )

@@ -16,8 +16,10 @@ import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from broker import admin, auth, ops_page
+from broker import auth
 from broker.api.deps import bearer_token
+from broker.flows import admin
+from broker.ops import page as ops_page
 
 router = APIRouter(tags=["ops"])
 

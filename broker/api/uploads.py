@@ -11,11 +11,12 @@ import pydantic_core
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from broker import auth, uploads
+from broker import auth
 from broker.api import schemas
 from broker.api.deps import PrincipalDep, UploadsDep, authenticate
 from broker.api.direct_route import DirectRoute
 from broker.api.errors_doc import responses
+from broker.flows import uploads
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 

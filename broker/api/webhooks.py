@@ -7,10 +7,12 @@ import logging
 
 from fastapi import APIRouter, Request
 
-from broker import errors, events, metrics
+from broker import metrics
 from broker.api import schemas
 from broker.api.deps import FinalizerDep, SettingsDep
 from broker.api.errors_doc import responses
+from broker.domain import errors
+from broker.domain import minio_events as events
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger("broker.webhooks")

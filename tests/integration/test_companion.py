@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from broker import auth, devstack
+from broker import auth
+from broker.dev import devstack
 from tests import services
 from tests.conftest import wait_for_status
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from broker import devstack
+from broker.dev import devstack
 
 
 def test_a_removed_throwaway_cluster_leaves_no_folder(tmp_path: Path) -> None:

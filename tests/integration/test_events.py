@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from broker import auth, devstack
+from broker import auth
+from broker.dev import devstack
 from tests import services
 from tests.conftest import create_upload, put_bytes
 

@@ -8,8 +8,10 @@ import contextlib
 import httpx
 import pytest
 
-from broker import finalization, policies, reconciler, storage
-from broker.db import Database
+from broker.adapters import storage
+from broker.adapters.db import Database
+from broker.domain import policies
+from broker.flows import finalization, reconciler
 from tests.conftest import create_upload, notifications_off, put_bytes, wait_for_status
 
 

@@ -99,7 +99,7 @@ def test_a_presigned_put_cannot_overwrite_a_finalized_file(api, auth_headers):
 def test_an_expired_presigned_put_is_refused(api, auth_headers, settings):
     from datetime import UTC, datetime, timedelta
 
-    from broker import storage
+    from broker.adapters import storage
 
     data = b"too late"
     upload = create_upload(api, auth_headers, data)

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from broker import migrate
+from broker.adapters import migrate
 from tests import services
 
 TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
@@ -98,8 +98,9 @@ def test_malformed_migration_files_are_refused(tmp_path: Path, name, text, messa
 
 
 def test_every_named_query_prepares_against_the_migrated_schema(database_url):
-    """A typo in broker/queries.sql fails here, not as a 500 in production."""
-    from broker import admin, db
+    """A typo in broker/adapters/queries.sql fails here, not as a 500 in production."""
+    from broker.adapters import db
+    from broker.flows import admin
 
     queries = db.load_queries()
     statements = {name: sql for name, sql in queries.items() if "{" not in sql}

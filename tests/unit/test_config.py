@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker import config, policies
+from broker import config
+from broker.domain import policies
 
 GOOD = {
     "BROKER_DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db",

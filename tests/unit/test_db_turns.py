@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from broker.db import Database
+from broker.adapters.db import Database
 
 
 class GreedyPool:

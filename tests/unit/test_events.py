@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import events
+from broker.domain import minio_events as events
 
 DATA = Path(__file__).parent.parent / "data"
 

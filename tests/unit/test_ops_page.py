@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from broker import ops_page
+from broker.ops import page as ops_page
 
 NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
 HOSTILE = "<script>alert(1)</script>"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker import cli, config, policies
+from broker import cli, config
+from broker.domain import policies
 
 BASE = {
     "database_url": "postgresql://u:p@127.0.0.1:5432/db",

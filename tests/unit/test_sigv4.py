@@ -45,8 +45,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker import sigv4
-from broker.sigv4 import Presigner
+from broker.adapters import sigv4
+from broker.adapters.sigv4 import Presigner
 
 AK = "AKIAIOSFODNN7EXAMPLE"
 SK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker import errors, finalization, storage, uploads
+from broker.adapters import storage
+from broker.domain import errors
+from broker.flows import finalization, uploads
 
 MIB = 1024**2
 

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from broker import errors, storage
-from broker.uploads import MAX_PARTS, Uploads, part_length
+from broker.adapters import storage
+from broker.domain import errors
+from broker.flows.uploads import MAX_PARTS, Uploads, part_length
 
 log = logging.getLogger("broker.multipart")
 DIGEST_BYTES = {"SHA256": 32, "CRC32C": 4}

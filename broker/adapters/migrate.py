@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# migrations/ of the repository, installed as the broker.migrations package (see pyproject.toml).
+DEFAULT_DIR = Path(str(importlib.resources.files("broker.migrations")))
 FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 UP_MARK = "-- migrate:up"
 DOWN_MARK = "-- migrate:down"

@@ -10,9 +10,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from broker import admin, config, finalization, policies, reconciler, storage
-from broker.db import Database
-from broker.formatting import format_age
+from broker import config
+from broker.adapters import storage
+from broker.adapters.db import Database
+from broker.domain import policies
+from broker.flows import admin, finalization, reconciler
+from broker.ops.formatting import format_age
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -12,9 +12,11 @@ from typing import Any, Literal
 
 import asyncpg
 
-from broker import errors, metrics, storage
-from broker.db import Database
-from broker.reconciler import Reconciler
+from broker import metrics
+from broker.adapters import storage
+from broker.adapters.db import Database
+from broker.domain import errors
+from broker.flows.reconciler import Reconciler
 
 Sort = Literal["-created_at", "created_at", "-size", "size"]
 

@@ -16,10 +16,12 @@ from typing import Any
 
 import asyncpg
 
-from broker import errors, metrics, storage
-from broker.db import Database, Executor, Session
-from broker.finalization import Finalizer
-from broker.policies import Policies
+from broker import metrics
+from broker.adapters import storage
+from broker.adapters.db import Database, Executor, Session
+from broker.domain import errors
+from broker.domain.policies import Policies
+from broker.flows.finalization import Finalizer
 
 log = logging.getLogger("broker.reconciler")
 

@@ -1,4 +1,4 @@
--- Every runtime SQL statement of the broker, as named blocks loaded by broker/db.py.
+-- Every runtime SQL statement of the broker, as named blocks loaded by broker/adapters/db.py.
 -- Each state change is one statement whose WHERE clause holds its guard, so a repeat or a
 -- race changes nothing and returns no row.
 

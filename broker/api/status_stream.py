@@ -12,10 +12,12 @@ import asyncpg
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from broker import auth, errors, live
+from broker import auth
+from broker.adapters.db import Database
 from broker.api.deps import UploadsDep, bearer_token
 from broker.api.errors_doc import responses
-from broker.db import Database
+from broker.domain import errors
+from broker.flows import live
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 

@@ -7,9 +7,12 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from broker import errors, events, metrics, storage
-from broker.db import Database, Executor
-from broker.uploads import sha256_base64
+from broker import metrics
+from broker.adapters import storage
+from broker.adapters.db import Database, Executor
+from broker.domain import errors
+from broker.domain import minio_events as events
+from broker.flows.uploads import sha256_base64
 
 log = logging.getLogger("broker.finalization")
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from broker.formatting import format_age, format_bytes
+from broker.ops.formatting import format_age, format_bytes
 
 STATUSES = ("pending", "finalized", "rejected", "expired", "deleted")
 REFRESH_SECONDS = 30

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from broker import errors
+from broker.domain import errors
 
 QUERIES_FILE = Path(__file__).with_name("queries.sql")
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)

@@ -12,8 +12,9 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from broker import errors, sigv4
+from broker.adapters import sigv4
 from broker.config import Settings
+from broker.domain import errors
 
 SUBSCRIBED_EVENTS = [
     "s3:ObjectCreated:Put",

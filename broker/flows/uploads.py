@@ -20,9 +20,11 @@ from urllib.parse import quote
 
 import asyncpg
 
-from broker import errors, metrics, storage
-from broker.db import Database
-from broker.policies import Policies, Policy
+from broker import metrics
+from broker.adapters import storage
+from broker.adapters.db import Database
+from broker.domain import errors
+from broker.domain.policies import Policies, Policy
 
 log = logging.getLogger("broker.uploads")
 

@@ -19,9 +19,10 @@ from urllib.parse import quote
 
 import asyncpg
 
-from broker import errors, storage
-from broker.multipart import Multipart
-from broker.uploads import MultipartPlan, NewUpload, Uploads
+from broker.adapters import storage
+from broker.domain import errors
+from broker.flows.multipart import Multipart
+from broker.flows.uploads import MultipartPlan, NewUpload, Uploads
 
 MIB = 1024**2
 # @uppy/aws-s3 (5.x and 6.x): parts of at least 5 MiB, at most 10,000 of them.

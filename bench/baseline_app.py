@@ -17,7 +17,6 @@ import argparse
 import gc
 import json
 import os
-import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,14 +32,24 @@ from broker.adapters.db import load_queries
 OWNER = "bench"
 BUCKET = "uploads"
 PENDING_TTL_SECONDS = 86400.0  # the broker's default BROKER_PENDING_TTL_SECONDS
-# What the broker passes after the first ten parameters once migration 0002 (policies,
-# multipart, idempotency) is in: policy, transfer, multipart_upload_id, part_size,
-# part_count, checksum_algorithm, idempotency_key, request_hash (a SHA-256 hex digest;
-# a constant of the same length here, the baseline does not fingerprint requests).
-EXTRA_PARAMETERS: dict[int, tuple[object, ...]] = {
-    10: (),
-    18: ("default", "put", None, None, None, None, None, "0" * 64),
-    19: ("default", "put", None, None, None, None, None, "0" * 64, None),
+# What the broker passes for the rest of insert_upload's parameters for a plain PUT of the
+# default policy; request_hash is a SHA-256 hex digest in the broker, a constant of the
+# same length here (the baseline does not fingerprint requests).
+FIXED_VALUES: dict[str, object] = {
+    "owner": OWNER,
+    "size_limit": None,
+    "sha256": None,
+    "metadata": {},
+    "bucket": BUCKET,
+    "policy": "default",
+    "transfer": "put",
+    "multipart_upload_id": None,
+    "part_size": None,
+    "part_count": None,
+    "checksum_algorithm": None,
+    "idempotency_key": None,
+    "request_hash": "0" * 64,
+    "pending_seconds": PENDING_TTL_SECONDS,
 }
 
 
@@ -63,13 +72,12 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 def create_app() -> FastAPI:
     insert_upload = load_queries()["insert_upload"]
-    count = max(int(n) for n in re.findall(r"\$(\d+)", insert_upload))
-    if count not in EXTRA_PARAMETERS:
+    per_request = {"id", "filename", "content_type", "size", "object_key"}
+    if set(insert_upload.parameters) != per_request | set(FIXED_VALUES):
         raise RuntimeError(
-            f"broker's insert_upload now takes {count} parameters: add what Uploads.create "
-            "passes for them to EXTRA_PARAMETERS in bench/baseline_app.py"
+            f"broker's insert_upload now takes {sorted(insert_upload.parameters)}: add what "
+            "Uploads.create passes for the new ones to FIXED_VALUES in bench/baseline_app.py"
         )
-    extra = EXTRA_PARAMETERS[count]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,19 +103,16 @@ def create_app() -> FastAPI:
     @app.post("/baseline/uploads", status_code=status.HTTP_201_CREATED)
     async def create_upload(body: CreateUpload, request: Request) -> dict[str, Any]:
         upload_id = uuid.uuid4()
+        values = {
+            **FIXED_VALUES,
+            "id": upload_id,
+            "filename": body.filename,
+            "content_type": body.content_type,
+            "size": body.size,
+            "object_key": f"uploads/{upload_id}",
+        }
         row = await request.app.state.pool.fetchrow(
-            insert_upload,
-            upload_id,
-            OWNER,
-            body.filename,
-            body.content_type,
-            body.size,
-            None,  # sha256
-            {},  # metadata
-            BUCKET,
-            f"uploads/{upload_id}",
-            PENDING_TTL_SECONDS,
-            *extra,
+            insert_upload.sql, *insert_upload.arguments(values)
         )
         return dict(row)
 

@@ -13,7 +13,6 @@ import httpx
 
 from broker import auth
 from broker.adapters import db
-from broker.flows import admin
 
 ROWS = 1_000_000
 REPEATS = 20
@@ -106,35 +105,21 @@ async def plans(url: str) -> list[tuple[str, str]]:
     conn = await asyncpg.connect(url)
     found = []
     try:
-        await conn.execute(queries["use_custom_plans"].replace("LOCAL ", ""))
-        for name, filters in [
-            ("all", {}),
-            ("status=pending", {"status": "pending"}),
-            ("owner", {"owner": "owner-42"}),
-            ("policy", {"policy": "videos"}),
-            ("pending longer than 1 h", {"pending": 3600.0}),
-            ("content type", {"content_type": "application/pdf"}),
-        ]:
-            order, after, _ = admin.SORTS["-created_at"]
-            statement = queries["admin_list_uploads"].format(order=order, after=after)
-            args = [
-                filters.get("status"),
-                filters.get("owner"),
-                filters.get("policy"),
-                None,
-                None,
-                None,
-                filters.get("pending"),
-                None,
-                None,
-                51,
-            ]
-            rows = await conn.fetch("EXPLAIN (FORMAT JSON) " + statement, *args)
+        await conn.execute(queries["use_custom_plans"].sql.replace("LOCAL ", ""))
+        cases: list[tuple[str, str, dict[str, Any]]] = [
+            ("all", "-created_at", {}),
+            ("status=pending", "-created_at", {"status": "pending"}),
+            ("owner", "-created_at", {"owner": "owner-42"}),
+            ("policy", "-created_at", {"policy": "videos"}),
+            ("pending longer than 1 h", "-created_at", {"pending_longer_than_seconds": 3600.0}),
+            ("content type", "-created_at", {"content_type": "application/pdf"}),
+            ("largest first", "-size", {}),
+        ]
+        for name, sort, filters in cases:
+            query = queries[f"admin_list_uploads:{sort}"]
+            values = {name: None for name in query.parameters} | filters | {"limit": 51}
+            rows = await conn.fetch("EXPLAIN (FORMAT JSON) " + query.sql, *query.arguments(values))
             found.append((name, _index_path(json.loads(rows[0][0])[0]["Plan"])))
-        order, after, _ = admin.SORTS["-size"]
-        statement = queries["admin_list_uploads"].format(order=order, after=after)
-        rows = await conn.fetch("EXPLAIN (FORMAT JSON) " + statement, *([None] * 9), 51)
-        found.append(("largest first", _index_path(json.loads(rows[0][0])[0]["Plan"])))
     finally:
         await conn.close()
     return found

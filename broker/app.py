@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import tenacity
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -19,19 +17,13 @@ from fastapi.telemetry import TelemetryConfig
 from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.adapters import storage
-from broker.adapters.db import UNAVAILABLE_ERRORS, Database
-from broker.api import admin as admin_api
-from broker.api import companion, health, ops, parts, status_stream, webhooks
-from broker.api import uploads as uploads_api
+from broker import api, wiring
 from broker.config import Settings
 from broker.domain import errors
 from broker.domain.policies import load_policies
-from broker.flows import admin, finalization, live, multipart, reconciler, uploads
 from broker.request_context import RequestContext
 
 log = logging.getLogger("broker.app")
-GC_YOUNG_THRESHOLD = 20_000
 # What browsers may send to the broker: its JSON API, SSE reconnects, Uppy's plugin.
 CORS_REQUEST_HEADERS = [
     "authorization",
@@ -41,51 +33,6 @@ CORS_REQUEST_HEADERS = [
     "last-event-id",
     "uppy-auth-token",
 ]
-
-
-def _waiting(what: str, settings: Settings) -> tenacity.AsyncRetrying:
-    """Bounded retries while a dependency comes up, saying what we wait for."""
-
-    def say(state: tenacity.RetryCallState) -> None:
-        log.info(
-            "startup.waiting",
-            extra={
-                "for": what,
-                "attempt": state.attempt_number,
-                "error": repr(state.outcome and state.outcome.exception()),
-            },
-        )
-
-    return tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_delay(settings.startup_timeout_seconds),
-        wait=tenacity.wait_exponential(multiplier=0.2, max=2),
-        before_sleep=say,
-        reraise=True,
-    )
-
-
-async def connect_database(settings: Settings) -> Database:
-    """Open the pool, retrying while PostgreSQL starts."""
-    async for attempt in _waiting("postgres", settings):
-        with attempt:
-            try:
-                return await Database.connect(
-                    settings.database_url,
-                    min_size=settings.db_pool_min,
-                    max_size=settings.db_pool_max,
-                )
-            except UNAVAILABLE_ERRORS as exc:
-                raise errors.DatabaseUnavailable() from exc
-    raise AssertionError("unreachable")
-
-
-async def connect_storage(settings: Settings) -> storage.Storage:
-    """Build the storage client and wait until the bucket answers."""
-    store = storage.Storage(settings)
-    async for attempt in _waiting("minio", settings):
-        with attempt:
-            await store.ping()
-    return store
 
 
 def fastapi_telemetry() -> TelemetryConfig:
@@ -100,62 +47,41 @@ def fastapi_telemetry() -> TelemetryConfig:
     return {} if in_use else {"tracing": False, "metrics": False, "logs": False}
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The broker's ASGI app; the pool and clients live on app.state during its lifespan."""
+def create_app(settings: Settings, after_startup: Callable[[], None] | None = None) -> FastAPI:
+    """The broker's ASGI app; its use cases live on app.state.flows during its lifespan.
 
-    policies = load_policies(settings)  # a bad policies file stops the start here
+    `after_startup` runs once everything is connected, before the first request (the
+    server entry point tunes the garbage collector there).
+    """
+
+    load_policies(settings)  # a bad policies file stops the start here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = await connect_database(settings)
-        try:
-            store = await connect_storage(settings)
-            app.state.db = db
-            app.state.storage = store
-            app.state.uploads = uploads.Uploads(
-                db,
-                store,
-                policies,
-                multipart_threshold=settings.multipart_threshold_bytes,
-                part_size=settings.multipart_part_size_bytes,
-                download_ttl=settings.download_url_ttl_seconds,
-            )
-            app.state.multipart = multipart.Multipart(app.state.uploads)
-            app.state.finalizer = finalization.Finalizer(db, store)
-            app.state.reconciler = reconciler.Reconciler(
-                db,
-                store,
-                app.state.finalizer,
-                policies,
-                orphan_grace_seconds=settings.orphan_grace_seconds,
-            )
-            app.state.admin = admin.Admin(db, store, app.state.reconciler)
-            app.state.live = live.UploadChanges(settings.database_url)
-            await app.state.live.start()
+        async with wiring.connected(
+            settings, pool_min=settings.db_pool_min, pool_max=settings.db_pool_max
+        ) as flows:
+            app.state.flows = flows
+            await flows.live.start()
             background = None
             if settings.reconcile_interval_seconds > 0:
                 background = asyncio.create_task(
-                    app.state.reconciler.run_forever(
+                    flows.reconciler.run_forever(
                         settings.reconcile_interval_seconds,
                         settings.orphan_sweep_interval_seconds,
                     )
                 )
-            # Start-up objects live for the whole process: keep them out of the garbage
-            # collector's full passes, which otherwise stall the event loop under load.
-            gc.collect()
-            gc.freeze()
-            # Requests free their objects by reference counting; the cycle collector's passes
-            # (young every 700 allocations by default) mostly find nothing and cost latency.
-            gc.set_threshold(GC_YOUNG_THRESHOLD, 100, 100)
+            if after_startup is not None:
+                after_startup()
             log.info("startup.ready", extra={"bucket": settings.s3_bucket})
-            yield
-            if background is not None:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
-            await app.state.live.stop()
-        finally:
-            await db.close()
+            try:
+                yield
+            finally:
+                if background is not None:
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await background
+                await flows.live.stop()
 
     app = FastAPI(
         title="broker",
@@ -177,16 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["x-request-id", "idempotent-replayed"],
             max_age=600,
         )
-    for router in (
-        uploads_api.router,
-        parts.router,
-        status_stream.router,
-        admin_api.router,
-        webhooks.router,
-        health.router,
-        ops.router,
-        companion.router,
-    ):
+    for router in api.ROUTERS:
         # The routes themselves, not app.include_router(router): FastAPI keeps an included
         # router as a branch that it resolves again on every request (~20 µs of each create).
         # Our routers set their paths and tags themselves, so nothing is lost.

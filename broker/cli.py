@@ -21,7 +21,7 @@ from broker.adapters import migrate, storage
 from broker.app import create_app
 from broker.dev import devstack
 from broker.domain import errors, policies
-from broker.flows import admin
+from broker.domain.model import UploadFilters
 from broker.ops import commands
 
 
@@ -160,7 +160,7 @@ async def operator_command(args: argparse.Namespace, settings: config.Settings) 
     if args.uploads_command == "show":
         return await commands.show_upload(settings, args.upload_id, args.json)
     longer = args.pending_longer_than
-    filters = admin.Filters(
+    filters = UploadFilters(
         status=args.status,
         owner=args.owner,
         policy=args.policy,

@@ -1,10 +1,12 @@
-"""Object storage (MinIO over S3): presigned URLs, HEAD, DELETE, bucket setup. Only boto3 user."""
+"""Object storage (MinIO over S3): presigned URLs, HEAD, DELETE, bucket setup. Only boto3 user.
+
+Implements the ObjectStore port of broker/flows/ports.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +17,13 @@ import botocore.exceptions
 from broker.adapters import sigv4
 from broker.config import Settings
 from broker.domain import errors
+from broker.domain.objects import (
+    MultipartRefused,
+    PresignedForm,
+    PresignedRequest,
+    StoredObject,
+    StoredPart,
+)
 
 SUBSCRIBED_EVENTS = [
     "s3:ObjectCreated:Put",
@@ -22,53 +31,6 @@ SUBSCRIBED_EVENTS = [
     "s3:ObjectCreated:CompleteMultipartUpload",
     "s3:ObjectRemoved:*",
 ]
-
-
-@dataclass(frozen=True)
-class PresignedRequest:
-    """A request the client makes itself: method, URL, the exact headers to send, and expiry."""
-
-    method: str
-    url: str
-    headers: dict[str, str]
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class PresignedForm:
-    """A browser form POST: the URL and the fields to send before the file field."""
-
-    url: str
-    fields: dict[str, str]
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    """What storage holds under a key."""
-
-    size: int
-    etag: str
-    content_type: str | None
-    checksum: str | None = None  # as MinIO reports it, e.g. base64 SHA-256, "-N" for multipart
-
-
-@dataclass(frozen=True)
-class StoredPart:
-    """One part of a multipart upload as storage holds it."""
-
-    part_number: int
-    etag: str
-    size: int
-    checksum: str | None
-
-
-class MultipartError(Exception):
-    """Storage refused to complete a multipart upload (bad part list, or no such upload)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 CHECKSUM_HEADERS = {"SHA256": "x-amz-checksum-sha256", "CRC32C": "x-amz-checksum-crc32c"}
@@ -268,7 +230,7 @@ class Storage:
     async def complete_multipart(
         self, key: str, upload_id: str, parts: list[StoredPart], checksum_algorithm: str | None
     ) -> None:
-        """Join the parts into the object; raises MultipartError when storage refuses."""
+        """Join the parts into the object; raises MultipartRefused when storage refuses."""
         listed = []
         for part in parts:
             entry: dict[str, Any] = {"PartNumber": part.part_number, "ETag": f'"{part.etag}"'}
@@ -285,7 +247,7 @@ class Storage:
             )
         except botocore.exceptions.ClientError as exc:
             message = exc.response.get("Error", {}).get("Message", "")
-            raise MultipartError(_error_code(exc), message) from exc
+            raise MultipartRefused(_error_code(exc), message) from exc
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload and free its parts; an unknown upload is not an error."""

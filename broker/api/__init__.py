@@ -1,1 +1,19 @@
-"""HTTP routes, one module per resource."""
+"""HTTP routes, one module per resource; ROUTERS is every router, in the order the app adds them.
+
+Routes parse, authenticate, call one use case and render; they never run SQL or call storage.
+"""
+
+from __future__ import annotations
+
+from broker.api import admin, companion, health, ops, parts, status_stream, uploads, webhooks
+
+ROUTERS = (
+    uploads.router,
+    parts.router,
+    status_stream.router,
+    admin.router,
+    webhooks.router,
+    health.router,
+    ops.router,
+    companion.router,
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -10,11 +11,12 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from broker.api import schemas
-from broker.api.deps import AdminDep, PrincipalDep
+from broker.api.deps import AdminDep, AuthenticatedRoute, PrincipalDep
 from broker.api.errors_doc import responses
-from broker.flows import admin
+from broker.domain.model import AdminSort, Outcome, UploadFilters, UploadStatus
+from broker.domain.model import Upload as UploadRecord
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=AuthenticatedRoute)
 ADMIN_ERRORS = responses(401, 403, 404, 422, 503)
 
 
@@ -25,9 +27,9 @@ class AdminUpload(schemas.Upload):
     updated_at: datetime
 
     @classmethod
-    def of(cls, row: Any) -> AdminUpload:
+    def of(cls, upload: UploadRecord) -> AdminUpload:
         return cls(
-            **schemas.Upload.of(row).model_dump(), owner=row["owner"], updated_at=row["updated_at"]
+            **schemas.upload_fields(upload), owner=upload.owner, updated_at=upload.updated_at
         )
 
 
@@ -37,7 +39,7 @@ class AdminUploadPage(BaseModel):
 
 
 class HistoryEntry(BaseModel):
-    status: str
+    status: UploadStatus
     actor: str = Field(description="owner, webhook, reconciler, or admin:<name>")
     detail: dict[str, Any]
     at: datetime
@@ -63,14 +65,14 @@ class Inspection(BaseModel):
 
 
 class ActionResult(BaseModel):
-    outcome: str
+    outcome: Outcome
     upload: AdminUpload
 
 
 @router.get("/uploads", response_model=AdminUploadPage, responses=ADMIN_ERRORS)
 async def list_uploads(
     service: AdminDep,
-    status: schemas.Status | None = None,
+    status: UploadStatus | None = None,
     owner: str | None = None,
     policy: str | None = None,
     content_type: str | None = None,
@@ -79,12 +81,12 @@ async def list_uploads(
     pending_longer_than: Annotated[
         float | None, Query(ge=0, description="Seconds pending (implies status=pending).")
     ] = None,
-    sort: admin.Sort = "-created_at",
+    sort: AdminSort = "-created_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=300)] = None,
 ) -> AdminUploadPage:
     """List every owner's uploads with filters, a sort order and keyset pagination."""
-    filters = admin.Filters(
+    filters = UploadFilters(
         status=status,
         owner=owner,
         policy=policy,
@@ -106,7 +108,10 @@ async def inspect_upload(upload_id: uuid.UUID, service: AdminDep) -> Inspection:
     stored = found.stored
     return Inspection(
         upload=AdminUpload.of(found.record),
-        history=[HistoryEntry(**dict(entry)) for entry in found.history],
+        history=[
+            HistoryEntry(status=e.status, actor=e.actor, detail=e.detail, at=e.at)
+            for e in found.history
+        ],
         storage=StorageState(
             exists=stored is not None,
             size=stored.size if stored else None,
@@ -118,10 +123,50 @@ async def inspect_upload(upload_id: uuid.UUID, service: AdminDep) -> Inspection:
     )
 
 
-@router.get("/stats", responses=ADMIN_ERRORS)
-async def stats(service: AdminDep) -> dict[str, Any]:
+class StatusPolicyCount(BaseModel):
+    status: UploadStatus
+    policy: str
+    uploads: int
+    bytes: int
+
+
+class HourlyCount(BaseModel):
+    hour: datetime
+    created: int
+    finalized: int
+
+
+class ReconcilerRun(BaseModel):
+    started_at: datetime
+    finished_at: datetime
+    dry_run: bool
+    trigger: str
+    counts: dict[str, int] = Field(description="How many times each outcome happened.")
+
+
+class Stats(BaseModel):
     """Counts and bytes by status and policy, pending ages, hourly activity, reconciler runs."""
-    return await service.stats()
+
+    by_status_and_policy: list[StatusPolicyCount]
+    pending: int
+    stuck: int = Field(description="Pending uploads past their deadline.")
+    oldest_pending_age_seconds: float | None
+    hourly: list[HourlyCount] = Field(description="The last 24 hours (UTC), oldest first.")
+    reconciler_runs: list[ReconcilerRun] = Field(description="The last 10 passes, newest first.")
+
+
+@router.get("/stats", response_model=Stats, responses=ADMIN_ERRORS)
+async def stats(service: AdminDep) -> Stats:
+    """Counts and bytes by status and policy, pending ages, hourly activity, reconciler runs."""
+    found = await service.stats()
+    return Stats(
+        by_status_and_policy=[StatusPolicyCount(**asdict(c)) for c in found.by_status_and_policy],
+        pending=found.pending.pending,
+        stuck=found.pending.stuck,
+        oldest_pending_age_seconds=found.oldest_pending_age_seconds,
+        hourly=[HourlyCount(**asdict(h)) for h in found.hourly],
+        reconciler_runs=[ReconcilerRun(**asdict(r)) for r in found.reconciler_runs],
+    )
 
 
 @router.post("/uploads/{upload_id}/reconcile", response_model=ActionResult, responses=ADMIN_ERRORS)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from broker import auth
 from broker.api import schemas
-from broker.api.deps import CompanionDep, bearer_token
+from broker.api.deps import AuthenticatedRoute, CompanionDep, PrincipalDep, bearer_token
 from broker.api.errors_doc import responses
 from broker.domain import errors
 from broker.flows import uploads
@@ -34,7 +34,7 @@ DECIMAL = re.compile(r"^[0-9]{1,16}$")
 METADATA = TypeAdapter(schemas.Metadata)
 
 
-async def companion_principal(request: Request) -> auth.Principal:
+def companion_principal(request: Request) -> auth.Principal:
     """The owner named by the JWT in the path (under /uppy/{token}), else by the
     `Authorization: Bearer` header, as for the native API."""
     in_path = request.path_params.get("token")
@@ -51,7 +51,11 @@ async def companion_principal(request: Request) -> auth.Principal:
         raise errors.Unauthorized("the bearer token is invalid or expired") from exc
 
 
-CompanionPrincipal = Annotated[auth.Principal, Depends(companion_principal)]
+class CompanionRoute(AuthenticatedRoute):
+    """Authenticated first, by the token in the path or the bearer header."""
+
+    def identify(self, request: Request) -> auth.Principal:
+        return companion_principal(request)
 
 
 class UppyFile(BaseModel):
@@ -210,7 +214,7 @@ class Aborted(BaseModel):
 ObjectKey = Annotated[str, Query(min_length=1, max_length=1024, description="The key returned.")]
 UploadId = Annotated[str, Path(min_length=1, max_length=1024)]
 
-routes = APIRouter(prefix="/s3", tags=["uppy"])
+routes = APIRouter(prefix="/s3", tags=["uppy"], route_class=CompanionRoute)
 
 
 @routes.get(
@@ -218,7 +222,7 @@ routes = APIRouter(prefix="/s3", tags=["uppy"])
 )
 async def upload_parameters(
     file: Annotated[UppyFile, Depends(query_file)],
-    principal: CompanionPrincipal,
+    principal: PrincipalDep,
     service: CompanionDep,
 ) -> UploadParameters:
     """Companion's getUploadParameters: a pending upload and the form POST for its bytes."""
@@ -230,11 +234,11 @@ async def upload_parameters(
     "/multipart", response_model=MultipartCreated, responses=responses(401, 403, 413, 415, 422, 503)
 )
 async def create_multipart_upload(
-    file: UppyFile, principal: CompanionPrincipal, service: CompanionDep
+    file: UppyFile, principal: PrincipalDep, service: CompanionDep
 ) -> MultipartCreated:
     """Companion's createMultipartUpload: a pending multipart upload, parts cut as Uppy cuts."""
-    row, plan = await service.create_multipart(principal.subject, new_upload(file, "body"))
-    return MultipartCreated(key=row["object_key"], uploadId=plan.upload_id, bucket=row["bucket"])
+    upload, plan = await service.create_multipart(principal.subject, new_upload(file, "body"))
+    return MultipartCreated(key=upload.object_key, uploadId=plan.upload_id, bucket=upload.bucket)
 
 
 @routes.get(
@@ -243,7 +247,7 @@ async def create_multipart_upload(
     responses=responses(401, 404, 409, 422, 503),
 )
 async def list_parts(
-    upload_id: UploadId, key: ObjectKey, principal: CompanionPrincipal, service: CompanionDep
+    upload_id: UploadId, key: ObjectKey, principal: PrincipalDep, service: CompanionDep
 ) -> list[StoredPart]:
     """Companion's listParts: the parts storage already holds, to resume an upload."""
     parts = await service.list_parts(principal.subject, key, upload_id)
@@ -261,7 +265,7 @@ async def sign_parts(
     part_numbers: Annotated[
         str, Query(alias="partNumbers", max_length=6000, description="e.g. 1,2,3")
     ],
-    principal: CompanionPrincipal,
+    principal: PrincipalDep,
     service: CompanionDep,
 ) -> PartUrls:
     """Companion's batch signing: presigned UploadPart PUTs for several parts."""
@@ -283,7 +287,7 @@ async def sign_part(
     upload_id: UploadId,
     part_number: Annotated[int, Path(ge=1, le=10000)],
     key: ObjectKey,
-    principal: CompanionPrincipal,
+    principal: PrincipalDep,
     service: CompanionDep,
 ) -> PartUrl:
     """Companion's signPart: a presigned UploadPart PUT for one part."""
@@ -300,20 +304,20 @@ async def complete_multipart_upload(
     upload_id: UploadId,
     key: ObjectKey,
     body: CompleteParts,
-    principal: CompanionPrincipal,
+    principal: PrincipalDep,
     service: CompanionDep,
 ) -> Completed:
     """Companion's completeMultipartUpload: join the parts; the webhook then finalizes."""
     claimed = {part.PartNumber: part.ETag for part in body.parts}
-    row = await service.complete(principal.subject, key, upload_id, claimed)
-    return Completed(location=service.location(key), key=key, bucket=row["bucket"])
+    upload = await service.complete(principal.subject, key, upload_id, claimed)
+    return Completed(location=service.location(key), key=key, bucket=upload.bucket)
 
 
 @routes.delete(
     "/multipart/{upload_id}", response_model=Aborted, responses=responses(401, 404, 409, 422, 503)
 )
 async def abort_multipart_upload(
-    upload_id: UploadId, key: ObjectKey, principal: CompanionPrincipal, service: CompanionDep
+    upload_id: UploadId, key: ObjectKey, principal: PrincipalDep, service: CompanionDep
 ) -> Aborted:
     """Companion's abortMultipartUpload: the upload is deleted and its parts freed."""
     await service.abort(principal.subject, key, upload_id)

@@ -1,40 +1,22 @@
-"""Dependencies shared by the routes, as Annotated aliases so signatures read plainly.
+"""What routes share: the caller's identity, checked first, and the use cases, as Annotated
+aliases so route signatures read plainly.
 
-They are `async def` although nothing in them awaits: FastAPI runs a plain `def` dependency
-in a thread pool, which costs two thread hops per request on the hot path.
+The dependencies are `async def` although nothing in them awaits: FastAPI runs a plain
+`def` dependency in a thread pool, which costs two thread hops per request.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 
-from broker import auth
+from broker import auth, wiring
 from broker.config import Settings
 from broker.domain import errors
-from broker.flows import admin, companion, finalization, multipart, uploads
-
-
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
-
-
-async def get_uploads(request: Request) -> uploads.Uploads:
-    return request.app.state.uploads  # type: ignore[no-any-return]
-
-
-async def get_multipart(request: Request) -> multipart.Multipart:
-    return request.app.state.multipart  # type: ignore[no-any-return]
-
-
-async def get_companion(request: Request) -> companion.Companion:
-    """Uppy's Companion S3 operations, on the same use cases as the native API."""
-    return companion.Companion(request.app.state.uploads)
-
-
-async def get_finalizer(request: Request) -> finalization.Finalizer:
-    return request.app.state.finalizer  # type: ignore[no-any-return]
+from broker.flows import admin, companion, finalization, live, multipart, uploads
 
 
 def bearer_token(request: Request) -> str | None:
@@ -43,10 +25,6 @@ def bearer_token(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
-
-
-async def get_principal(request: Request) -> auth.Principal:
-    return authenticate(request)
 
 
 def authenticate(request: Request) -> auth.Principal:
@@ -60,11 +38,66 @@ def authenticate(request: Request) -> auth.Principal:
         raise errors.Unauthorized("the bearer token is invalid or expired") from exc
 
 
+class AuthenticatedRoute(APIRoute):
+    """A route whose caller is authenticated before anything else happens: before the body
+    is read, parsed or validated, so a request without a valid token is always a 401.
+
+    The principal is kept on request.state for PrincipalDep. Subclasses change how the
+    caller is identified (the Companion routes also take a token in the path).
+    """
+
+    def identify(self, request: Request) -> auth.Principal:
+        return authenticate(request)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def authenticated_handler(request: Request) -> Response:
+            request.state.principal = self.identify(request)
+            return await handler(request)
+
+        return authenticated_handler
+
+
+async def get_principal(request: Request) -> auth.Principal:
+    """The caller identified by AuthenticatedRoute."""
+    return request.state.principal  # type: ignore[no-any-return]
+
+
+def flows_of(request: Request) -> wiring.Flows:
+    return request.app.state.flows  # type: ignore[no-any-return]
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def get_uploads(request: Request) -> uploads.Uploads:
+    return flows_of(request).uploads
+
+
+async def get_multipart(request: Request) -> multipart.Multipart:
+    return flows_of(request).multipart
+
+
+async def get_companion(request: Request) -> companion.Companion:
+    return flows_of(request).companion
+
+
+async def get_finalizer(request: Request) -> finalization.Finalizer:
+    return flows_of(request).finalizer
+
+
+async def get_live(request: Request) -> live.LiveStatus:
+    return flows_of(request).live
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 UploadsDep = Annotated[uploads.Uploads, Depends(get_uploads)]
 MultipartDep = Annotated[multipart.Multipart, Depends(get_multipart)]
 CompanionDep = Annotated[companion.Companion, Depends(get_companion)]
 FinalizerDep = Annotated[finalization.Finalizer, Depends(get_finalizer)]
+LiveDep = Annotated[live.LiveStatus, Depends(get_live)]
 PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
 
 
@@ -72,7 +105,7 @@ async def get_admin(request: Request, principal: PrincipalDep) -> admin.Admin:
     """The operators' use cases, for a token with the admin claim only."""
     if not principal.admin:
         raise errors.Forbidden()
-    return request.app.state.admin  # type: ignore[no-any-return]
+    return flows_of(request).admin
 
 
 AdminDep = Annotated[admin.Admin, Depends(get_admin)]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from broker import metrics
+from broker.api.deps import flows_of
 from broker.domain import errors
 
 router = APIRouter(tags=["health"])
@@ -23,13 +24,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
 async def readyz(request: Request) -> JSONResponse:
     """PostgreSQL and MinIO both answer; otherwise 503 naming the one that does not."""
-    checks = {"postgres": request.app.state.db.ping, "minio": request.app.state.storage.ping}
-    failing = []
-    for name, check in checks.items():
-        try:
-            await check()
-        except (errors.DatabaseUnavailable, errors.StorageUnavailable):
-            failing.append(name)
+    failing = await flows_of(request).probes.unavailable()
     if failing:
         error = errors.NotReady(
             f"not ready: {', '.join(failing)} unreachable", details={"unavailable": failing}
@@ -41,11 +36,10 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 async def prometheus_metrics(request: Request) -> Response:
     """Counters and histograms of this process, and pending gauges read from the database."""
-    pending = await request.app.state.db.fetchrow("stats_pending")
-    metrics.PENDING.set(pending["pending"])
-    metrics.STUCK.set(pending["stuck"])
-    oldest = pending["oldest_created_at"]
-    metrics.OLDEST_PENDING_AGE.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
+    pending = await flows_of(request).admin.pending()
+    metrics.PENDING.set(pending.pending)
+    metrics.STUCK.set(pending.stuck)
+    metrics.OLDEST_PENDING_AGE.set(pending.oldest_age_seconds(datetime.now(UTC)) or 0)
     return Response(
         prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
     )

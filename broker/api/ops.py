@@ -17,8 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from broker import auth
-from broker.api.deps import bearer_token
-from broker.flows import admin
+from broker.api.deps import bearer_token, flows_of
+from broker.domain.model import UploadFilters, UploadStatus
 from broker.ops import page as ops_page
 
 router = APIRouter(tags=["ops"])
@@ -104,9 +104,10 @@ async def ops(request: Request) -> Response:
         )
     if not principal.admin:
         return _forbidden(principal)
-    service: admin.Admin = request.app.state.admin
+    service = flows_of(request).admin
     stats = await service.stats()
-    pending = await service.list(admin.Filters(status="pending"), "created_at", PENDING_ROWS, None)
+    pending_only = UploadFilters(status=UploadStatus.PENDING)
+    pending = await service.list(pending_only, "created_at", PENDING_ROWS, None)
     return _page(ops_page.render_ops_page(stats, pending.items, datetime.now(UTC)))
 
 

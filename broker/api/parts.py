@@ -7,10 +7,10 @@ import uuid
 from fastapi import APIRouter
 
 from broker.api import schemas
-from broker.api.deps import MultipartDep, PrincipalDep
+from broker.api.deps import AuthenticatedRoute, MultipartDep, PrincipalDep
 from broker.api.errors_doc import responses
 
-router = APIRouter(prefix="/v1/uploads", tags=["multipart"])
+router = APIRouter(prefix="/v1/uploads", tags=["multipart"], route_class=AuthenticatedRoute)
 
 
 @router.post(

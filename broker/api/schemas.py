@@ -9,10 +9,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from broker.adapters import storage
+from broker.domain.model import ChecksumAlgorithm, Outcome, Transfer, UploadStatus
+from broker.domain.model import Upload as UploadRecord
+from broker.domain.objects import PresignedRequest
 
 MEDIA_TYPE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
@@ -22,7 +23,6 @@ METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Control characters (Unicode category Cc: U+0000-001F, U+007F-009F), and bidirectional
 # overrides, which can disguise a name ("gpj.exe" shown as "exe.jpg").
 FORBIDDEN_IN_FILENAME = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-Status = Literal["pending", "finalized", "rejected", "expired", "deleted"]
 
 
 def _check_filename(value: str) -> str:
@@ -95,7 +95,7 @@ class CreateUpload(BaseModel):
         default=False,
         description="Send the file in parts (chosen anyway above the multipart threshold).",
     )
-    checksum_algorithm: Literal["SHA256", "CRC32C"] | None = Field(
+    checksum_algorithm: ChecksumAlgorithm | None = Field(
         default=None,
         description="Multipart only: every part then carries this checksum, verified by storage.",
     )
@@ -110,7 +110,7 @@ class PresignedRequestOut(BaseModel):
     expires_at: datetime
 
     @classmethod
-    def of(cls, request: storage.PresignedRequest) -> PresignedRequestOut:
+    def of(cls, request: PresignedRequest) -> PresignedRequestOut:
         return cls.model_construct(
             method="PUT", url=request.url, headers=request.headers, expires_at=request.expires_at
         )
@@ -133,7 +133,7 @@ class MultipartOut(BaseModel):
     upload_id: str
     part_size: int
     part_count: int
-    checksum_algorithm: str | None
+    checksum_algorithm: ChecksumAlgorithm | None
 
 
 UploadInstructions = Annotated[
@@ -145,7 +145,7 @@ class Upload(BaseModel):
     """An upload record."""
 
     id: uuid.UUID
-    status: Status
+    status: UploadStatus
     filename: str
     content_type: str
     size: int | None = Field(
@@ -156,11 +156,11 @@ class Upload(BaseModel):
     metadata: dict[str, Any]
     key: str
     policy: str
-    transfer: Literal["put", "post", "multipart"]
+    transfer: Transfer
     part_size: int | None = Field(description="Multipart: bytes per part (the last is shorter).")
     part_count: int | None
     etag: str | None
-    checksum_algorithm: str | None
+    checksum_algorithm: ChecksumAlgorithm | None
     checksum: str | None = Field(description="The checksum storage reported at finalization.")
     reject_reason: str | None
     created_at: datetime
@@ -169,34 +169,34 @@ class Upload(BaseModel):
     deleted_at: datetime | None
 
     @classmethod
-    def of(cls, row: asyncpg.Record) -> Upload:
-        return cls(**upload_fields(row))
+    def of(cls, upload: UploadRecord) -> Upload:
+        return cls(**upload_fields(upload))
 
 
-def upload_fields(row: asyncpg.Record) -> dict[str, Any]:
+def upload_fields(upload: UploadRecord) -> dict[str, Any]:
     """The public fields of an upload record."""
-    return dict(
-        id=row["id"],
-        status=row["status"],
-        filename=row["filename"],
-        content_type=row["content_type"],
-        size=row["size"],
-        sha256=row["sha256"],
-        metadata=row["metadata"],
-        key=row["object_key"],
-        policy=row["policy"],
-        transfer=row["transfer"],
-        part_size=row["part_size"],
-        part_count=row["part_count"],
-        etag=row["etag"],
-        checksum_algorithm=row["checksum_algorithm"],
-        checksum=row["checksum"],
-        reject_reason=row["reject_reason"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        finalized_at=row["finalized_at"],
-        deleted_at=row["deleted_at"],
-    )
+    return {
+        "id": upload.id,
+        "status": upload.status,
+        "filename": upload.filename,
+        "content_type": upload.content_type,
+        "size": upload.size,
+        "sha256": upload.sha256,
+        "metadata": upload.metadata,
+        "key": upload.object_key,
+        "policy": upload.policy,
+        "transfer": upload.transfer,
+        "part_size": upload.part_size,
+        "part_count": upload.part_count,
+        "etag": upload.etag,
+        "checksum_algorithm": upload.checksum_algorithm,
+        "checksum": upload.checksum,
+        "reject_reason": upload.reject_reason,
+        "created_at": upload.created_at,
+        "expires_at": upload.expires_at,
+        "finalized_at": upload.finalized_at,
+        "deleted_at": upload.deleted_at,
+    }
 
 
 class CreatedUpload(Upload):
@@ -295,7 +295,7 @@ class DownloadLink(BaseModel):
 class WebhookResult(BaseModel):
     """What the broker did with each event of a notification."""
 
-    outcomes: list[str]
+    outcomes: list[Outcome]
 
 
 class ErrorBody(BaseModel):

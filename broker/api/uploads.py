@@ -13,12 +13,13 @@ from fastapi.exceptions import RequestValidationError
 
 from broker import auth
 from broker.api import schemas
-from broker.api.deps import PrincipalDep, UploadsDep, authenticate
+from broker.api.deps import AuthenticatedRoute, PrincipalDep, UploadsDep, authenticate, flows_of
 from broker.api.direct_route import DirectRoute
 from broker.api.errors_doc import responses
+from broker.domain.model import UploadStatus
 from broker.flows import uploads
 
-router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"], route_class=AuthenticatedRoute)
 
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -58,6 +59,8 @@ def instructions(created: uploads.Created) -> schemas.UploadInstructions | None:
         )
     if created.multipart is not None:
         plan = created.multipart
+        # Only Uppy's uploads may lack a part plan, and they are not created here.
+        assert plan.part_size is not None and plan.part_count is not None
         return schemas.MultipartOut(
             upload_id=plan.upload_id,
             part_size=plan.part_size,
@@ -82,9 +85,9 @@ async def create_upload(request: Request) -> Response:
     """Create a pending upload and get how to send its bytes straight to storage."""
     # The hot path: body, dependencies and response are handled by hand here, because
     # FastAPI's generic machinery for them costs more than the rest of the request.
+    principal = authenticate(request)  # before the body, as AuthenticatedRoute does
     body = await create_body(request)
-    principal = authenticate(request)
-    service: uploads.Uploads = request.app.state.uploads
+    service = flows_of(request).uploads
     created = await service.create(
         principal.subject,
         uploads.NewUpload(
@@ -100,7 +103,7 @@ async def create_upload(request: Request) -> Response:
         ),
         idempotency_key(request),
     )
-    upload_id = str(created.record["id"])
+    upload_id = str(created.record.id)
     token = auth.issue_events_token(
         request.app.state.settings.jwt_secret, principal.subject, upload_id
     )
@@ -130,6 +133,16 @@ async def create_upload(request: Request) -> Response:
     )
 
 
+# The body's schema, as FastAPI would describe it; the enums it uses are components of the
+# document already (the response models use them too).
+CREATE_UPLOAD_SCHEMA = {
+    key: value
+    for key, value in schemas.CreateUpload.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    ).items()
+    if key != "$defs"
+}
+
 router.add_api_route(
     "",
     create_upload,
@@ -145,7 +158,7 @@ router.add_api_route(
         "parameters": [IDEMPOTENCY_KEY_PARAMETER],
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": schemas.CreateUpload.model_json_schema()}},
+            "content": {"application/json": {"schema": CREATE_UPLOAD_SCHEMA}},
         },
     },
 )
@@ -159,7 +172,7 @@ def _dump(model: pydantic.BaseModel | None) -> dict[str, object] | None:
 async def list_uploads(
     principal: PrincipalDep,
     service: UploadsDep,
-    status: schemas.Status | None = None,
+    status: UploadStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> schemas.UploadPage:

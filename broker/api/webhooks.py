@@ -11,8 +11,8 @@ from broker import metrics
 from broker.api import schemas
 from broker.api.deps import FinalizerDep, SettingsDep
 from broker.api.errors_doc import responses
-from broker.domain import errors
-from broker.domain import minio_events as events
+from broker.domain import errors, minio_events
+from broker.domain.model import Outcome
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger("broker.webhooks")
@@ -34,10 +34,10 @@ async def minio_webhook(
         raise errors.WebhookUnauthorized()
     body = await request.body()
     try:
-        parsed = events.parse_notification(body)
-    except events.MalformedNotification as exc:
+        parsed = minio_events.parse_notification(body)
+    except minio_events.MalformedNotification as exc:
         log.warning("webhook.malformed", extra={"error": str(exc), "bytes": len(body)})
-        return schemas.WebhookResult(outcomes=["ignored_malformed"])
+        return schemas.WebhookResult(outcomes=[Outcome.IGNORED_MALFORMED])
     outcomes = []
     for event in parsed:
         outcome = await finalizer.apply_event(event)

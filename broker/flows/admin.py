@@ -8,60 +8,37 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
-
-import asyncpg
 
 from broker import metrics
-from broker.adapters import storage
-from broker.adapters.db import Database
 from broker.domain import errors
+from broker.domain.model import (
+    AdminSort,
+    HistoryEntry,
+    HourlyCount,
+    Outcome,
+    PendingSummary,
+    ReconcilerRun,
+    StatusPolicyCount,
+    Upload,
+    UploadFilters,
+    UploadStatus,
+)
+from broker.domain.objects import StoredObject, StoredPart
+from broker.flows.ports import ObjectStore, Queries
 from broker.flows.reconciler import Reconciler
 
-Sort = Literal["-created_at", "created_at", "-size", "size"]
-
-# (ORDER BY, keyset condition, cursor column, cursor type) per sort order. Fixed text only:
-# these fill the {order} and {after} slots of admin_list_uploads.
-SORTS: dict[str, tuple[str, str, str]] = {
-    "-created_at": (
-        "created_at DESC, id DESC",
-        "($8::timestamptz IS NULL OR (created_at, id) < ($8::timestamptz, $9::uuid))",
-        "created_at",
-    ),
-    "created_at": (
-        "created_at ASC, id ASC",
-        "($8::timestamptz IS NULL OR (created_at, id) > ($8::timestamptz, $9::uuid))",
-        "created_at",
-    ),
-    "-size": (
-        "size DESC, id DESC",
-        "($8::bigint IS NULL OR (size, id) < ($8::bigint, $9::uuid))",
-        "size",
-    ),
-    "size": (
-        "size ASC, id ASC",
-        "($8::bigint IS NULL OR (size, id) > ($8::bigint, $9::uuid))",
-        "size",
-    ),
+# The field each sort order's cursor holds.
+SORT_FIELDS: dict[str, str] = {
+    "-created_at": "created_at",
+    "created_at": "created_at",
+    "-size": "size",
+    "size": "size",
 }
 
 
 @dataclass(frozen=True)
-class Filters:
-    """Optional filters of the operators' listing; None means any."""
-
-    status: str | None = None
-    owner: str | None = None
-    policy: str | None = None
-    content_type: str | None = None
-    created_before: datetime | None = None
-    created_after: datetime | None = None
-    pending_longer_than_seconds: float | None = None
-
-
-@dataclass(frozen=True)
 class Page:
-    items: list[asyncpg.Record]
+    items: list[Upload]
     next_cursor: str | None
 
 
@@ -69,21 +46,32 @@ class Page:
 class Inspection:
     """An upload, its history, and what storage holds for it right now."""
 
-    record: asyncpg.Record
-    history: list[asyncpg.Record]
-    stored: storage.StoredObject | None
-    parts: list[storage.StoredPart] | None
+    record: Upload
+    history: list[HistoryEntry]
+    stored: StoredObject | None
+    parts: list[StoredPart] | None
 
 
-def encode_cursor(sort: str, row: asyncpg.Record) -> str:
-    value = row[SORTS[sort][2]]
+@dataclass(frozen=True)
+class Stats:
+    """Counts and bytes by status and policy, pending ages, hourly activity, last passes."""
+
+    by_status_and_policy: list[StatusPolicyCount]
+    pending: PendingSummary
+    oldest_pending_age_seconds: float | None
+    hourly: list[HourlyCount]
+    reconciler_runs: list[ReconcilerRun]
+
+
+def encode_cursor(sort: AdminSort, upload: Upload) -> str:
+    value = getattr(upload, SORT_FIELDS[sort])
     raw = json.dumps(
-        [sort, value.isoformat() if isinstance(value, datetime) else value, str(row["id"])]
+        [sort, value.isoformat() if isinstance(value, datetime) else value, str(upload.id)]
     )
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(sort: str, cursor: str) -> tuple[datetime | int, uuid.UUID]:
+def decode_cursor(sort: AdminSort, cursor: str) -> tuple[datetime | int, uuid.UUID]:
     """The keyset position of a cursor issued for the same sort, or InvalidCursor."""
     try:
         issued_for, value, upload_id = json.loads(
@@ -91,7 +79,9 @@ def decode_cursor(sort: str, cursor: str) -> tuple[datetime | int, uuid.UUID]:
         )
         if issued_for != sort:
             raise ValueError("cursor of another sort order")
-        position = datetime.fromisoformat(value) if SORTS[sort][2] == "created_at" else int(value)
+        position = (
+            datetime.fromisoformat(value) if SORT_FIELDS[sort] == "created_at" else int(value)
+        )
         return position, uuid.UUID(upload_id)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise errors.InvalidCursor() from exc
@@ -100,86 +90,69 @@ def decode_cursor(sort: str, cursor: str) -> tuple[datetime | int, uuid.UUID]:
 class Admin:
     """Operator use cases over every owner's uploads."""
 
-    def __init__(self, db: Database, store: storage.Storage, reconciler: Reconciler) -> None:
-        self.db = db
+    def __init__(self, queries: Queries, store: ObjectStore, reconciler: Reconciler) -> None:
+        self.queries = queries
         self.storage = store
         self.reconciler = reconciler
 
-    async def list(self, filters: Filters, sort: Sort, limit: int, cursor: str | None) -> Page:
-        order, after, _ = SORTS[sort]
-        position, after_id = decode_cursor(sort, cursor) if cursor else (None, None)
-        rows = await self.db.fetch_planned_per_call(
-            "admin_list_uploads",
-            {"order": order, "after": after},
-            filters.status,
-            filters.owner,
-            filters.policy,
-            filters.content_type,
-            filters.created_before,
-            filters.created_after,
-            filters.pending_longer_than_seconds,
-            position,
-            after_id,
-            limit + 1,
-        )
-        next_cursor = encode_cursor(sort, rows[limit - 1]) if len(rows) > limit else None
-        return Page(items=rows[:limit], next_cursor=next_cursor)
+    async def list(
+        self, filters: UploadFilters, sort: AdminSort, limit: int, cursor: str | None
+    ) -> Page:
+        after = decode_cursor(sort, cursor) if cursor else None
+        uploads = await self.queries.admin_list_uploads(filters, sort, after, limit + 1)
+        next_cursor = encode_cursor(sort, uploads[limit - 1]) if len(uploads) > limit else None
+        return Page(items=uploads[:limit], next_cursor=next_cursor)
 
-    async def _get(self, upload_id: uuid.UUID) -> asyncpg.Record:
-        row = await self.db.fetchrow("get_upload", upload_id)
-        if row is None:
+    async def _get(self, upload_id: uuid.UUID) -> Upload:
+        upload = await self.queries.get_upload(upload_id)
+        if upload is None:
             raise errors.UploadNotFound()
-        return row
+        return upload
 
     async def inspect(self, upload_id: uuid.UUID) -> Inspection:
-        row = await self._get(upload_id)
-        history = await self.db.fetch("get_upload_history", upload_id)
-        stored = await self.storage.head(row["object_key"])
+        upload = await self._get(upload_id)
+        history = await self.queries.get_upload_history(upload_id)
+        stored = await self.storage.head(upload.object_key)
         parts = None
-        if row["multipart_upload_id"] is not None and row["status"] == "pending":
-            parts = await self.storage.list_parts(row["object_key"], row["multipart_upload_id"])
-        return Inspection(record=row, history=history, stored=stored, parts=parts)
+        if upload.multipart_upload_id is not None and upload.status is UploadStatus.PENDING:
+            parts = await self.storage.list_parts(upload.object_key, upload.multipart_upload_id)
+        return Inspection(record=upload, history=history, stored=stored, parts=parts)
 
-    async def stats(self) -> dict[str, Any]:
+    async def pending(self) -> PendingSummary:
+        """How many uploads are pending and stuck, and since when (read for every scrape)."""
+        return await self.queries.stats_pending()
+
+    async def stats(self) -> Stats:
         """Counts and bytes by status and policy, pending ages, hourly activity, last passes."""
-        pending = await self.db.fetchrow("stats_pending")
-        assert pending is not None
-        oldest = pending["oldest_created_at"]
-        return {
-            "by_status_and_policy": [
-                dict(row) for row in await self.db.fetch("stats_by_status_and_policy")
-            ],
-            "pending": pending["pending"],
-            "stuck": pending["stuck"],
-            "oldest_pending_age_seconds": (
-                (datetime.now(UTC) - oldest).total_seconds() if oldest else None
-            ),
-            "hourly": [dict(row) for row in await self.db.fetch("stats_hourly")],
-            "reconciler_runs": [
-                dict(row) for row in await self.db.fetch("recent_reconciler_runs", 10)
-            ],
-        }
+        pending = await self.pending()
+        return Stats(
+            by_status_and_policy=await self.queries.stats_by_status_and_policy(),
+            pending=pending,
+            oldest_pending_age_seconds=pending.oldest_age_seconds(datetime.now(UTC)),
+            hourly=await self.queries.stats_hourly(),
+            reconciler_runs=await self.queries.recent_reconciler_runs(10),
+        )
 
-    async def reconcile(self, upload_id: uuid.UUID, actor: str) -> tuple[str, asyncpg.Record]:
+    async def reconcile(self, upload_id: uuid.UUID, actor: str) -> tuple[Outcome, Upload]:
         """Check one upload against storage now: settle it, expire it if past its deadline."""
-        async with self.db.transaction() as tx:
-            row = await tx.fetchrow("claim_pending_upload", upload_id)
+        async with self.queries.transaction() as tx:
+            upload = await tx.claim_pending_upload(upload_id)
             outcome = (
-                "not_pending"
-                if row is None
-                else await self.reconciler.decide(row, tx, actor, {"trigger": "admin"})
+                Outcome.NOT_PENDING
+                if upload is None
+                else await self.reconciler.decide(upload, tx, actor, {"trigger": "admin"})
             )
         return outcome, await self._get(upload_id)
 
-    async def expire(self, upload_id: uuid.UUID, actor: str) -> tuple[str, asyncpg.Record]:
+    async def expire(self, upload_id: uuid.UUID, actor: str) -> tuple[Outcome, Upload]:
         """Expire a pending upload now, whatever its deadline; storage is cleaned up after."""
-        row = await self.db.fetchrow(
-            "mark_upload_expired", upload_id, True, actor, {"trigger": "admin"}
+        upload = await self.queries.mark_upload_expired(
+            upload_id, force=True, actor=actor, detail={"trigger": "admin"}
         )
-        if row is None:
-            return "not_pending", await self._get(upload_id)
-        metrics.UPLOADS_EXPIRED.labels(row["policy"], "admin").inc()
-        if row["multipart_upload_id"] is not None:
-            await self.storage.abort_multipart(row["object_key"], row["multipart_upload_id"])
-        await self.storage.delete(row["object_key"])
-        return "expired", row
+        if upload is None:
+            return Outcome.NOT_PENDING, await self._get(upload_id)
+        metrics.UPLOADS_EXPIRED.labels(upload.policy, "admin").inc()
+        if upload.multipart_upload_id is not None:
+            await self.storage.abort_multipart(upload.object_key, upload.multipart_upload_id)
+        await self.storage.delete(upload.object_key)
+        return Outcome.EXPIRED, upload

@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from urllib.parse import quote
 
-import asyncpg
-
-from broker.adapters import storage
 from broker.domain import errors
+from broker.domain.model import Upload, UploadStatus
+from broker.domain.objects import PresignedForm, PresignedRequest, StoredPart
 from broker.flows.multipart import Multipart
 from broker.flows.uploads import MultipartPlan, NewUpload, Uploads
 
@@ -42,29 +41,19 @@ class Companion:
     """Companion's S3 operations for one owner's uploads, on the broker's own records."""
 
     def __init__(self, uploads: Uploads) -> None:
-        # The same use cases, except that new multipart plans use Uppy's part size.
-        self.uploads = Uploads(
-            uploads.db,
-            uploads.storage,
-            uploads.policies,
-            multipart_threshold=uploads.multipart_threshold,
-            part_size=UPPY_MIN_PART_SIZE,
-            download_ttl=uploads.download_ttl,
-        )
-        self.multipart = Multipart(self.uploads)
+        """`uploads` must plan multipart uploads in parts of UPPY_MIN_PART_SIZE."""
+        assert uploads.part_size == UPPY_MIN_PART_SIZE
+        self.uploads = uploads
+        self.multipart = Multipart(uploads)
         self.storage = uploads.storage
 
-    async def create_form(
-        self, owner: str, new: NewUpload
-    ) -> tuple[asyncpg.Record, storage.PresignedForm]:
+    async def create_form(self, owner: str, new: NewUpload) -> tuple[Upload, PresignedForm]:
         """GET /s3/params: a pending single upload and the form POST that sends its bytes."""
         created = await self.uploads.create(owner, replace(new, method="POST", multipart=False))
         assert created.form is not None  # a new pending POST upload always has its form
         return created.record, created.form
 
-    async def create_multipart(
-        self, owner: str, new: NewUpload
-    ) -> tuple[asyncpg.Record, MultipartPlan]:
+    async def create_multipart(self, owner: str, new: NewUpload) -> tuple[Upload, MultipartPlan]:
         """POST /s3/multipart: a pending multipart upload, its parts cut as Uppy cuts them."""
         if new.size is not None and new.size > UPPY_MULTIPART_MAX_SIZE:
             raise errors.UploadTooLarge(
@@ -79,44 +68,44 @@ class Companion:
         assert new.size is None or created.multipart.part_size == uppy_part_size(new.size)
         return created.record, created.multipart
 
-    async def find(self, owner: str, key: str, upload_id: str) -> asyncpg.Record:
+    async def find(self, owner: str, key: str, upload_id: str) -> Upload:
         """The owner's multipart upload under `key` with this storage upload id, or not found."""
-        row = await self.uploads.db.fetchrow("get_upload_by_key", self.storage.bucket, key)
-        if row is None or row["owner"] != owner or row["multipart_upload_id"] != upload_id:
+        upload = await self.uploads.get_by_key(owner, key)
+        if upload.multipart_upload_id != upload_id:
             raise errors.UploadNotFound()
-        return row
+        return upload
 
     async def sign_parts(
         self, owner: str, key: str, upload_id: str, part_numbers: list[int]
-    ) -> list[tuple[int, storage.PresignedRequest]]:
+    ) -> list[tuple[int, PresignedRequest]]:
         """Presigned UploadPart requests, each pinned to the exact length of its part."""
-        row = await self.find(owner, key, upload_id)
-        return await self.multipart.sign_parts(owner, row["id"], part_numbers, {})
+        upload = await self.find(owner, key, upload_id)
+        return await self.multipart.sign_parts(owner, upload.id, part_numbers, {})
 
-    async def list_parts(self, owner: str, key: str, upload_id: str) -> list[storage.StoredPart]:
+    async def list_parts(self, owner: str, key: str, upload_id: str) -> list[StoredPart]:
         """The parts storage already holds (Uppy asks when it resumes an upload)."""
-        row = await self.find(owner, key, upload_id)
-        return await self.multipart.list_parts(owner, row["id"])
+        upload = await self.find(owner, key, upload_id)
+        return await self.multipart.list_parts(owner, upload.id)
 
     async def complete(
         self, owner: str, key: str, upload_id: str, claimed: Mapping[int, str]
-    ) -> asyncpg.Record:
+    ) -> Upload:
         """Join the parts; the webhook then finalizes the record, as for the native API."""
-        row = await self.find(owner, key, upload_id)
-        return await self.multipart.complete(owner, row["id"], claimed)
+        upload = await self.find(owner, key, upload_id)
+        return await self.multipart.complete(owner, upload.id, claimed)
 
-    async def abort(self, owner: str, key: str, upload_id: str) -> asyncpg.Record:
+    async def abort(self, owner: str, key: str, upload_id: str) -> Upload:
         """Cancel a multipart upload: the record is deleted and storage's upload aborted.
 
         A finalized upload is refused, so a late abort never removes a finished file; an
         upload that is already over (deleted, expired, rejected) is left as it is.
         """
-        row = await self.find(owner, key, upload_id)
-        if row["status"] == "finalized":
-            raise errors.UploadNotPending("upload is finalized", details={"status": "finalized"})
-        if row["status"] != "pending":
-            return row
-        return await self.uploads.delete(owner, row["id"])
+        upload = await self.find(owner, key, upload_id)
+        if upload.status is UploadStatus.FINALIZED:
+            raise errors.UploadNotPending("upload is finalized", details={"status": upload.status})
+        if upload.status is not UploadStatus.PENDING:
+            return upload
+        return await self.uploads.delete(owner, upload.id)
 
     def location(self, key: str) -> str:
         """The object's URL in the bucket, as S3 reports it for a completed upload."""

@@ -5,138 +5,141 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-import asyncpg
-
 from broker import metrics
-from broker.adapters import storage
-from broker.adapters.db import Database, Executor
-from broker.domain import errors
-from broker.domain import minio_events as events
+from broker.domain import errors, minio_events
+from broker.domain.model import (
+    DEAD_STATUSES,
+    Actor,
+    Outcome,
+    RejectReason,
+    Upload,
+    UploadStatus,
+)
+from broker.domain.objects import StoredObject
+from broker.flows.ports import ObjectStore, Queries
 from broker.flows.uploads import sha256_base64
 
 log = logging.getLogger("broker.finalization")
 
-# A created event for a record in one of these states means bytes arrived that no record
-# keeps; they are deleted so that no object stays in the bucket without a live record.
-DEAD_STATUSES = frozenset({"rejected", "expired", "deleted"})
 
-
-def rejection_reason(upload: asyncpg.Record, stored: storage.StoredObject) -> str | None:
+def rejection_reason(upload: Upload, stored: StoredObject) -> RejectReason | None:
     """Why the stored object does not match what the record promised, or None if it does."""
-    if upload["size"] is None:  # known only now: it must fit the limit set at creation
-        if not 1 <= stored.size <= upload["size_limit"]:
-            return "size_mismatch"
-    elif stored.size != upload["size"]:
-        return "size_mismatch"
-    if stored.content_type is not None and stored.content_type != upload["content_type"]:
-        return "content_type_mismatch"
-    if upload["sha256"] is not None and stored.checksum != sha256_base64(upload["sha256"]):
-        return "checksum_mismatch"
-    if upload["checksum_algorithm"] is not None and not stored.checksum:
-        return "checksum_missing"
+    if upload.size is None:  # known only now: it must fit the limit set at creation
+        if not 1 <= stored.size <= (upload.size_limit or 0):
+            return RejectReason.SIZE_MISMATCH
+    elif stored.size != upload.size:
+        return RejectReason.SIZE_MISMATCH
+    if stored.content_type is not None and stored.content_type != upload.content_type:
+        return RejectReason.CONTENT_TYPE_MISMATCH
+    if upload.sha256 is not None and stored.checksum != sha256_base64(upload.sha256):
+        return RejectReason.CHECKSUM_MISMATCH
+    if upload.checksum_algorithm is not None and not stored.checksum:
+        return RejectReason.CHECKSUM_MISSING
     return None
 
 
-def needs_head(upload: asyncpg.Record, event: events.ObjectEvent) -> bool:
+def needs_head(upload: Upload, event: minio_events.ObjectEvent) -> bool:
     """Events carry size, type and etag but no checksum; HEAD storage for what is missing."""
-    has_checksum = upload["sha256"] is not None or upload["checksum_algorithm"] is not None
+    has_checksum = upload.sha256 is not None or upload.checksum_algorithm is not None
     return has_checksum or event.content_type is None or event.etag is None
 
 
 class Finalizer:
     """Applies storage events to the uploads stored under their keys."""
 
-    def __init__(self, db: Database, store: storage.Storage) -> None:
-        self.db = db
+    def __init__(self, queries: Queries, store: ObjectStore) -> None:
+        self.queries = queries
         self.storage = store
 
-    async def apply_event(self, event: events.ObjectEvent) -> str:
-        """Move the upload under the event's key to the state the event proves; return the outcome.
+    async def apply_event(self, event: minio_events.ObjectEvent) -> Outcome:
+        """Move the upload under the event's key to the state the event proves.
 
         Every write is guarded by the expected state, so duplicates, late and out-of-order
         deliveries change nothing that an earlier event already settled.
         """
         if event.bucket != self.storage.bucket:
-            return "ignored_other_bucket"
-        row = await self.db.fetchrow("get_upload_by_key", event.bucket, event.key)
-        if row is None:
-            return "ignored_unknown_key"
+            return Outcome.IGNORED_OTHER_BUCKET
+        upload = await self.queries.get_upload_by_key(event.bucket, event.key)
+        if upload is None:
+            return Outcome.IGNORED_UNKNOWN_KEY
         detail = {"event": event.name}
-        if event.kind is events.EventKind.REMOVED:
-            changed = await self.db.fetchrow(
-                "mark_upload_deleted_by_key", event.bucket, event.key, "webhook", detail
+        if event.kind is minio_events.EventKind.REMOVED:
+            changed = await self.queries.mark_upload_deleted_by_key(
+                event.bucket, event.key, actor=Actor.WEBHOOK, detail=detail
             )
             if changed is None:
-                return "ignored_not_live"
+                return Outcome.IGNORED_NOT_LIVE
             metrics.UPLOADS_DELETED.labels("storage").inc()
-            return "deleted"
-        if row["status"] in DEAD_STATUSES:
-            await self.delete_quietly(row)
-            return "removed_dead_object"
-        if row["status"] != "pending":
-            return "ignored_already_final"
-        stored = storage.StoredObject(
+            return Outcome.DELETED
+        if upload.status in DEAD_STATUSES:
+            await self.delete_quietly(upload)
+            return Outcome.REMOVED_DEAD_OBJECT
+        if upload.status is not UploadStatus.PENDING:
+            return Outcome.IGNORED_ALREADY_FINAL
+        stored = StoredObject(
             size=event.size, etag=event.etag or "", content_type=event.content_type
         )
-        if needs_head(row, event):
-            found = await self.storage.head(row["object_key"])
+        if needs_head(upload, event):
+            found = await self.storage.head(upload.object_key)
             if found is None:
-                return "ignored_object_gone"  # its removed event settles the record
+                return Outcome.IGNORED_OBJECT_GONE  # its removed event settles the record
             stored = found
-        return await self.settle(row, stored, self.db, "webhook", detail)
+        return await self.settle(upload, stored, self.queries, Actor.WEBHOOK, detail)
 
     async def settle(
         self,
-        row: asyncpg.Record,
-        stored: storage.StoredObject,
-        executor: Executor,
+        upload: Upload,
+        stored: StoredObject,
+        queries: Queries,
         actor: str,
         detail: Mapping[str, object],
-    ) -> str:
+    ) -> Outcome:
         """Finalize a pending upload whose object matches, or reject it and delete the object.
 
-        `executor` is the pool, or the transaction that holds the upload's row lock.
+        `queries` is the pool's, or the transaction's that holds the upload's row lock.
         """
-        reason = rejection_reason(row, stored)
+        reason = rejection_reason(upload, stored)
         if reason is None:
-            changed = await executor.fetchrow(
-                "mark_upload_finalized",
-                row["id"],
-                stored.etag,
-                stored.checksum,
-                actor,
-                detail,
-                stored.size,
+            changed = await queries.mark_upload_finalized(
+                upload.id,
+                etag=stored.etag,
+                checksum=stored.checksum,
+                size=stored.size,
+                actor=actor,
+                detail=detail,
             )
             if changed is None:
-                return "ignored_already_final"
-            metrics.UPLOADS_FINALIZED.labels(row["policy"], actor.split(":")[0]).inc()
-            metrics.CREATE_TO_FINALIZED.labels(row["policy"]).observe(
-                (changed["finalized_at"] - changed["created_at"]).total_seconds()
+                return Outcome.IGNORED_ALREADY_FINAL
+            assert changed.finalized_at is not None
+            metrics.UPLOADS_FINALIZED.labels(upload.policy, actor.split(":")[0]).inc()
+            metrics.CREATE_TO_FINALIZED.labels(upload.policy).observe(
+                (changed.finalized_at - changed.created_at).total_seconds()
             )
-            log.info("upload.finalized", extra={"upload_id": str(row["id"]), "by": actor})
-            return "finalized"
-        changed = await executor.fetchrow("mark_upload_rejected", row["id"], reason, actor, detail)
+            log.info("upload.finalized", extra={"upload_id": str(upload.id), "by": actor})
+            return Outcome.FINALIZED
+        changed = await queries.mark_upload_rejected(
+            upload.id, reason=reason, actor=actor, detail=detail
+        )
         if changed is None:
-            return "ignored_already_final"
-        metrics.UPLOADS_REJECTED.labels(row["policy"], reason).inc()
+            return Outcome.IGNORED_ALREADY_FINAL
+        metrics.UPLOADS_REJECTED.labels(upload.policy, reason).inc()
         log.warning(
             "upload.rejected",
             extra={
-                "upload_id": str(row["id"]),
+                "upload_id": str(upload.id),
                 "reason": reason,
-                "expected_size": row["size"],
+                "expected_size": upload.size,
                 "stored_size": stored.size,
-                "expected_content_type": row["content_type"],
+                "expected_content_type": upload.content_type,
                 "stored_content_type": stored.content_type,
             },
         )
-        await self.delete_quietly(row)
-        return "rejected"
+        await self.delete_quietly(upload)
+        return Outcome.REJECTED
 
-    async def delete_quietly(self, row: asyncpg.Record) -> None:
+    async def delete_quietly(self, upload: Upload) -> None:
         """Remove an object nobody may keep; if storage is down it stays an orphan for later."""
         try:
-            await self.storage.delete(row["object_key"])
+            await self.storage.delete(upload.object_key)
         except errors.StorageUnavailable:
-            log.warning("object.delete_failed", extra={"upload_id": str(row["id"])})
+            log.warning("object.delete_failed", extra={"upload_id": str(upload.id)})

@@ -1,4 +1,6 @@
-"""Live upload status: one LISTEN connection per process fans NOTIFYs out to SSE streams."""
+"""Live upload status: one LISTEN connection per process wakes the streams watching an upload,
+and each stream replays the upload's history from where its client left off.
+"""
 
 from __future__ import annotations
 
@@ -8,59 +10,64 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-import asyncpg
+from broker.domain.model import FINAL_STATUSES, Upload, UploadStatus
+from broker.flows.ports import Queries
 
 log = logging.getLogger("broker.live")
 
 CHANNEL = "broker_upload_changes"  # see migrations/0004_notify_upload_changes.sql
-FINAL_STATUSES = frozenset({"finalized", "rejected", "expired", "deleted"})
+# Runs until cancelled: LISTEN on the channel, call the first function with each payload and
+# the second after each (re)connect (adapters.db.listen_forever, bound to a DSN).
+Listen = Callable[[Callable[[str], None], Callable[[], None]], Coroutine[Any, Any, None]]
 
 
-class UploadChanges:
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """One state of an upload, under the history id a client resumes after."""
+
+    event_id: int
+    upload_id: uuid.UUID
+    status: UploadStatus
+    at: datetime
+
+
+HEARTBEAT = None  # yielded by `follow` when nothing changed for a heartbeat interval
+
+
+class LiveStatus:
     """Wakes the streams watching an upload whenever its state changes, in any process.
 
-    A NOTIFY only says "look again": streams read what changed from upload_history, so a
-    notification lost while the listening connection reconnects delays an event (until
-    the stream's next heartbeat re-check), never loses it.
+    A NOTIFY only says "look again": streams read what changed from the upload's history,
+    so a notification lost while the listening connection reconnects delays an event
+    (until the stream's next heartbeat re-check), never loses it.
     """
 
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
+    def __init__(self, queries: Queries, listen: Listen, heartbeat_seconds: float) -> None:
+        self.queries = queries
+        self.listen = listen
+        self.heartbeat = heartbeat_seconds
         self.watchers: dict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
-        self.conn: asyncpg.Connection | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.task = asyncio.create_task(self._keep_listening())
+        self.task = asyncio.create_task(self.listen(self._notified, self._wake_all))
 
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-        if self.conn is not None and not self.conn.is_closed():
-            await self.conn.close()
 
-    async def _keep_listening(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                self.conn = await asyncpg.connect(self.dsn)
-                lost = asyncio.Event()
-                self.conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await self.conn.add_listener(CHANNEL, self._notified)
-                delay = 0.2
-                self._wake_all()  # anything may have changed while we were not listening
-                await lost.wait()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("live.listen_failed", extra={"error": repr(exc)})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5)
+    async def owner_of(self, upload_id: uuid.UUID) -> str | None:
+        """Who owns the upload (a stream token is checked against it)."""
+        return await self.queries.get_upload_owner(upload_id)
 
-    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _notified(self, payload: str) -> None:
         try:
             upload_id = uuid.UUID(json.loads(payload)["upload_id"])
         except (ValueError, KeyError, TypeError):
@@ -85,3 +92,32 @@ class UploadChanges:
             self.watchers[upload_id].discard(event)
             if not self.watchers[upload_id]:
                 del self.watchers[upload_id]
+
+    async def follow(
+        self, upload: Upload, resume_after: int | None
+    ) -> AsyncIterator[StatusEvent | None]:
+        """The upload's states until a final one: its current state (or, resuming, every
+        state after `resume_after`), then each change as it happens; None for a heartbeat.
+        """
+        with self.watch(upload.id) as changed:
+            history = await self.queries.get_upload_history(upload.id, resume_after or 0)
+            if resume_after is None:
+                # A new stream starts with the current state, under the latest event's id.
+                last_id = history[-1].id if history else 0
+                yield StatusEvent(last_id, upload.id, upload.status, upload.updated_at)
+                status: UploadStatus | None = upload.status
+            else:
+                last_id, status = resume_after, None
+                for entry in history:
+                    last_id, status = entry.id, entry.status
+                    yield StatusEvent(entry.id, upload.id, entry.status, entry.at)
+            while status not in FINAL_STATUSES:
+                try:
+                    await asyncio.wait_for(changed.wait(), self.heartbeat)
+                except TimeoutError:
+                    yield HEARTBEAT
+                changed.clear()
+                # A missed NOTIFY only delays: every wake-up and heartbeat re-reads history.
+                for entry in await self.queries.get_upload_history(upload.id, last_id):
+                    last_id, status = entry.id, entry.status
+                    yield StatusEvent(entry.id, upload.id, entry.status, entry.at)

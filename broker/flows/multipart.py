@@ -7,10 +7,9 @@ import logging
 import uuid
 from collections.abc import Mapping
 
-import asyncpg
-
-from broker.adapters import storage
 from broker.domain import errors
+from broker.domain.model import Transfer, Upload, UploadStatus
+from broker.domain.objects import MultipartRefused, PresignedRequest, StoredPart
 from broker.flows.uploads import MAX_PARTS, Uploads, part_length
 
 log = logging.getLogger("broker.multipart")
@@ -24,15 +23,15 @@ class Multipart:
         self.uploads = uploads
         self.storage = uploads.storage
 
-    async def _pending_multipart(self, owner: str, upload_id: uuid.UUID) -> asyncpg.Record:
-        row = await self.uploads.get(owner, upload_id)
-        if row["transfer"] != "multipart":
+    async def _pending_multipart(self, owner: str, upload_id: uuid.UUID) -> Upload:
+        upload = await self.uploads.get(owner, upload_id)
+        if upload.transfer is not Transfer.MULTIPART:
             raise errors.NotMultipart()
-        if row["status"] != "pending":
+        if upload.status is not UploadStatus.PENDING:
             raise errors.UploadNotPending(
-                f"upload is {row['status']}", details={"status": row["status"]}
+                f"upload is {upload.status}", details={"status": upload.status}
             )
-        return row
+        return upload
 
     async def sign_parts(
         self,
@@ -40,12 +39,12 @@ class Multipart:
         upload_id: uuid.UUID,
         part_numbers: list[int],
         checksums: Mapping[int, str],
-    ) -> list[tuple[int, storage.PresignedRequest]]:
+    ) -> list[tuple[int, PresignedRequest]]:
         """Presigned UploadPart requests for just these parts, each pinned to its exact length."""
-        row = await self._pending_multipart(owner, upload_id)
-        algorithm = row["checksum_algorithm"]
+        upload = await self._pending_multipart(owner, upload_id)
+        algorithm = upload.checksum_algorithm
         # Of unknown size (Uppy): any part number S3 allows, lengths checked at completion.
-        last = row["part_count"] or MAX_PARTS
+        last = upload.part_count or MAX_PARTS
         problems = [
             f"checksum of part {number} is not a base64 {algorithm} digest"
             for number, value in checksums.items()
@@ -65,19 +64,16 @@ class Multipart:
             raise errors.InvalidRequest(
                 details=[{"field": "part_numbers", "in": "body", "message": p} for p in problems]
             )
-        ttl = self.uploads.url_ttl(row)
+        ttl = self.uploads.policy_of(upload).url_ttl_seconds
+        assert upload.multipart_upload_id is not None
         return [
             (
                 number,
                 self.storage.presign_part(
-                    row["object_key"],
-                    upload_id=row["multipart_upload_id"],
+                    upload.object_key,
+                    upload_id=upload.multipart_upload_id,
                     part_number=number,
-                    size=(
-                        part_length(row["size"], row["part_size"], row["part_count"], number)
-                        if row["size"] is not None
-                        else None
-                    ),
+                    size=_part_length(upload, number),
                     checksum=(algorithm, checksums[number]) if algorithm else None,
                     expires_in=ttl,
                 ),
@@ -85,93 +81,109 @@ class Multipart:
             for number in part_numbers
         ]
 
-    async def list_parts(self, owner: str, upload_id: uuid.UUID) -> list[storage.StoredPart]:
+    async def list_parts(self, owner: str, upload_id: uuid.UUID) -> list[StoredPart]:
         """The parts storage already holds, so a client can resume where it stopped."""
-        row = await self._pending_multipart(owner, upload_id)
-        parts = await self.storage.list_parts(row["object_key"], row["multipart_upload_id"])
+        upload = await self._pending_multipart(owner, upload_id)
+        assert upload.multipart_upload_id is not None
+        parts = await self.storage.list_parts(upload.object_key, upload.multipart_upload_id)
         if parts is None:
             raise errors.UploadNotPending("storage no longer has this multipart upload")
         return parts
 
     async def complete(
         self, owner: str, upload_id: uuid.UUID, claimed: Mapping[int, str]
-    ) -> asyncpg.Record:
+    ) -> Upload:
         """Join the parts in storage; finalization follows through the webhook, as for a PUT.
 
         The claimed part list (number -> etag) must be every part, each as storage holds
         it; otherwise nothing is completed and the upload stays resumable.
         """
-        row = await self.uploads.get(owner, upload_id)
-        if row["transfer"] == "multipart" and row["status"] == "finalized":
-            return row  # a repeated complete after success
-        row = await self._pending_multipart(owner, upload_id)
-        held = await self.storage.list_parts(row["object_key"], row["multipart_upload_id"])
+        upload = await self.uploads.get(owner, upload_id)
+        if upload.transfer is Transfer.MULTIPART and upload.status is UploadStatus.FINALIZED:
+            return upload  # a repeated complete after success
+        upload = await self._pending_multipart(owner, upload_id)
+        assert upload.multipart_upload_id is not None
+        held = await self.storage.list_parts(upload.object_key, upload.multipart_upload_id)
         if held is None:
             return await self.uploads.get(owner, upload_id)  # completed meanwhile
-        by_number = {part.part_number: part for part in held}
-        problems = []
-        if row["size"] is None:
-            return await self._complete_unknown_size(owner, row, held, claimed)
-        for number in range(1, row["part_count"] + 1):
-            expected = part_length(row["size"], row["part_size"], row["part_count"], number)
-            part = by_number.get(number)
-            if number not in claimed:
-                problems.append({"part_number": number, "problem": "not in the list"})
-            elif part is None:
-                problems.append({"part_number": number, "problem": "not uploaded"})
-            elif part.etag != claimed[number].strip('"'):
-                problems.append({"part_number": number, "problem": "etag does not match"})
-            elif part.size != expected:
-                problems.append({"part_number": number, "problem": f"size is not {expected}"})
-        unknown = sorted(set(claimed) - set(range(1, row["part_count"] + 1)))
-        problems += [{"part_number": n, "problem": "no such part"} for n in unknown]
+        if upload.size is None or upload.part_count is None:
+            problems, numbers = _check_unknown_size(upload, held, claimed)
+        else:
+            problems, numbers = _check_planned(upload, upload.part_count, held, claimed)
         if problems:
             raise errors.InvalidParts(details=problems)
-        await self._join(row, [by_number[n] for n in range(1, row["part_count"] + 1)])
+        by_number = {part.part_number: part for part in held}
+        await self._join(upload, [by_number[n] for n in numbers])
         return await self.uploads.get(owner, upload_id)
 
-    async def _complete_unknown_size(
-        self,
-        owner: str,
-        row: asyncpg.Record,
-        held: list[storage.StoredPart],
-        claimed: Mapping[int, str],
-    ) -> asyncpg.Record:
-        """Complete an upload whose size was not declared: the claimed parts must be exactly
-        the parts storage holds, 1..N, and together fit the size limit set at creation."""
-        by_number = {part.part_number: part for part in held}
-        problems: list[dict[str, object]] = [
-            {"part_number": n, "problem": "not uploaded"} for n in claimed if n not in by_number
-        ]
-        problems += [
-            {"part_number": n, "problem": "not in the list"} for n in by_number if n not in claimed
-        ]
-        problems += [
-            {"part_number": n, "problem": "etag does not match"}
-            for n, etag in claimed.items()
-            if n in by_number and by_number[n].etag != etag.strip('"')
-        ]
-        numbers = sorted(claimed)
-        if numbers != list(range(1, len(numbers) + 1)):
-            problems.append({"part_number": None, "problem": "parts must be numbered 1..N"})
-        total = sum(part.size for part in held)
-        if total > row["size_limit"]:
-            problems.append({"part_number": None, "problem": f"{total} bytes exceed the limit"})
-        if problems:
-            raise errors.InvalidParts(details=problems)
-        await self._join(row, [by_number[n] for n in numbers])
-        return await self.uploads.get(owner, row["id"])
-
-    async def _join(self, row: asyncpg.Record, parts: list[storage.StoredPart]) -> None:
+    async def _join(self, upload: Upload, parts: list[StoredPart]) -> None:
         """Complete the multipart upload in storage; a refusal leaves it resumable (400)."""
+        assert upload.multipart_upload_id is not None
         try:
             await self.storage.complete_multipart(
-                row["object_key"], row["multipart_upload_id"], parts, row["checksum_algorithm"]
+                upload.object_key, upload.multipart_upload_id, parts, upload.checksum_algorithm
             )
-        except storage.MultipartError as exc:
+        except MultipartRefused as exc:
             log.warning(
-                "multipart.complete_refused", extra={"upload_id": str(row["id"]), "code": exc.code}
+                "multipart.complete_refused", extra={"upload_id": str(upload.id), "code": exc.code}
             )
             raise errors.InvalidParts(
                 f"storage refused to complete: {exc.code}", details={"storage_code": exc.code}
             ) from exc
+
+
+def _part_length(upload: Upload, number: int) -> int | None:
+    """The exact length of a part of a planned upload; None when its size is not known."""
+    if upload.size is None or upload.part_size is None or upload.part_count is None:
+        return None
+    return part_length(upload.size, upload.part_size, upload.part_count, number)
+
+
+Problems = list[dict[str, object]]
+
+
+def _check_planned(
+    upload: Upload, part_count: int, held: list[StoredPart], claimed: Mapping[int, str]
+) -> tuple[Problems, list[int]]:
+    """Every planned part, claimed with the etag storage holds and at its exact length."""
+    by_number = {part.part_number: part for part in held}
+    problems: Problems = []
+    for number in range(1, part_count + 1):
+        part = by_number.get(number)
+        if number not in claimed:
+            problems.append({"part_number": number, "problem": "not in the list"})
+        elif part is None:
+            problems.append({"part_number": number, "problem": "not uploaded"})
+        elif part.etag != claimed[number].strip('"'):
+            problems.append({"part_number": number, "problem": "etag does not match"})
+        elif part.size != (expected := _part_length(upload, number)):
+            problems.append({"part_number": number, "problem": f"size is not {expected}"})
+    unknown = sorted(set(claimed) - set(range(1, part_count + 1)))
+    problems += [{"part_number": n, "problem": "no such part"} for n in unknown]
+    return problems, list(range(1, part_count + 1))
+
+
+def _check_unknown_size(
+    upload: Upload, held: list[StoredPart], claimed: Mapping[int, str]
+) -> tuple[Problems, list[int]]:
+    """Of an upload whose size was not declared: the claimed parts must be exactly the parts
+    storage holds, 1..N, and together fit the size limit set at creation."""
+    by_number = {part.part_number: part for part in held}
+    problems: Problems = [
+        {"part_number": n, "problem": "not uploaded"} for n in claimed if n not in by_number
+    ]
+    problems += [
+        {"part_number": n, "problem": "not in the list"} for n in by_number if n not in claimed
+    ]
+    problems += [
+        {"part_number": n, "problem": "etag does not match"}
+        for n, etag in claimed.items()
+        if n in by_number and by_number[n].etag != etag.strip('"')
+    ]
+    numbers = sorted(claimed)
+    if numbers != list(range(1, len(numbers) + 1)):
+        problems.append({"part_number": None, "problem": "parts must be numbered 1..N"})
+    total = sum(part.size for part in held)
+    if total > (upload.size_limit or 0):
+        problems.append({"part_number": None, "problem": f"{total} bytes exceed the limit"})
+    return problems, numbers

@@ -13,24 +13,30 @@ import json
 import logging
 import math
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 from urllib.parse import quote
 
-import asyncpg
-
 from broker import metrics
-from broker.adapters import storage
-from broker.adapters.db import Database
 from broker.domain import errors
+from broker.domain.model import (
+    Actor,
+    ChecksumAlgorithm,
+    NewUploadRecord,
+    QuotaLimits,
+    Transfer,
+    Upload,
+    UploadStatus,
+)
+from broker.domain.objects import PresignedForm, PresignedRequest
 from broker.domain.policies import Policies, Policy
+from broker.flows.ports import ObjectStore, Queries
 
 log = logging.getLogger("broker.uploads")
 
 MIB = 1024**2
 MAX_PARTS = 10_000
-Transfer = Literal["put", "post", "multipart"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class NewUpload:
     policy: str | None = None
     method: Literal["PUT", "POST"] = "PUT"
     multipart: bool = False
-    checksum_algorithm: Literal["SHA256", "CRC32C"] | None = None
+    checksum_algorithm: ChecksumAlgorithm | None = None
 
     def fingerprint(self) -> str:
         """Identifies the request, so a reused Idempotency-Key with another body is caught."""
@@ -58,9 +64,9 @@ class MultipartPlan:
     """How the client sends a multipart upload: parts of part_size bytes, the last one shorter."""
 
     upload_id: str
-    part_size: int
-    part_count: int
-    checksum_algorithm: str | None
+    part_size: int | None  # None: of undeclared size, parts are cut by the client
+    part_count: int | None
+    checksum_algorithm: ChecksumAlgorithm | None
 
 
 @dataclass(frozen=True)
@@ -70,10 +76,10 @@ class Created:
     `put`, `form` or `multipart` is set while the upload is pending, per its transfer.
     """
 
-    record: asyncpg.Record
+    record: Upload
     replayed: bool = False
-    put: storage.PresignedRequest | None = None
-    form: storage.PresignedForm | None = None
+    put: PresignedRequest | None = None
+    form: PresignedForm | None = None
     multipart: MultipartPlan | None = None
 
 
@@ -81,7 +87,7 @@ class Created:
 class Page:
     """One page of a listing and the cursor for the next, if any."""
 
-    items: list[asyncpg.Record]
+    items: list[Upload]
     next_cursor: str | None
 
 
@@ -118,9 +124,9 @@ def sha256_base64(hex_digest: str | None) -> str | None:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode() if hex_digest else None
 
 
-def encode_cursor(row: asyncpg.Record) -> str:
-    """An opaque cursor pointing just after `row` in (created_at, id) order."""
-    raw = json.dumps([row["created_at"].isoformat(), str(row["id"])]).encode()
+def encode_cursor(upload: Upload) -> str:
+    """An opaque cursor pointing just after `upload` in (created_at, id) order."""
+    raw = json.dumps([upload.created_at.isoformat(), str(upload.id)]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -139,15 +145,15 @@ class Uploads:
 
     def __init__(
         self,
-        db: Database,
-        store: storage.Storage,
+        queries: Queries,
+        store: ObjectStore,
         policies: Policies,
         *,
         multipart_threshold: int,
         part_size: int,
         download_ttl: int,
     ) -> None:
-        self.db = db
+        self.queries = queries
         self.storage = store
         self.policies = policies
         self.multipart_threshold = multipart_threshold
@@ -178,7 +184,7 @@ class Uploads:
         if wants_multipart and not policy.multipart:
             if new.multipart:
                 raise errors.MultipartNotAllowed(f"policy {policy.name!r} does not allow multipart")
-            return "put"
+            return Transfer.PUT
         if new.checksum_algorithm is not None and not wants_multipart:
             raise errors.InvalidRequest(
                 details=[
@@ -202,8 +208,8 @@ class Uploads:
                 ]
             )
         if wants_multipart:
-            return "multipart"
-        return "post" if new.method == "POST" else "put"
+            return Transfer.MULTIPART
+        return Transfer.POST if new.method == "POST" else Transfer.PUT
 
     def _check_limits(self, new: NewUpload, policy: Policy) -> None:
         if new.size is None:
@@ -238,42 +244,52 @@ class Uploads:
         transfer = self._transfer(new, policy)
         fingerprint = new.fingerprint() if idempotency_key is not None else None
         if idempotency_key is not None:
-            earlier = await self.db.fetchrow(
-                "get_upload_by_idempotency_key", owner, idempotency_key
-            )
+            earlier = await self.queries.get_upload_by_idempotency_key(owner, idempotency_key)
             if earlier is not None:
                 return self._replay(earlier, fingerprint)
 
         upload_id = uuid.uuid4()
         key = f"{policy.key_prefix}{upload_id}"
         multipart_id = part_size = part_count = None
-        if transfer == "multipart":
+        if transfer is Transfer.MULTIPART:
             if new.size is not None:
                 part_size, part_count = plan_part_size(new.size, self.part_size)
             multipart_id = await self.storage.create_multipart(
                 key, content_type=new.content_type, checksum_algorithm=new.checksum_algorithm
             )
-        values = (
-            upload_id, owner, new.filename, new.content_type, new.size, new.sha256,
-            new.metadata, self.storage.bucket, key, float(policy.pending_ttl_seconds),
-            policy.name, transfer, multipart_id, part_size, part_count, new.checksum_algorithm,
-            idempotency_key, fingerprint,
-            policy.max_size if new.size is None else None,
-        )  # fmt: skip
+        record = NewUploadRecord(
+            id=upload_id,
+            owner=owner,
+            filename=new.filename,
+            content_type=new.content_type,
+            size=new.size,
+            size_limit=policy.max_size if new.size is None else None,
+            sha256=new.sha256,
+            metadata=new.metadata,
+            bucket=self.storage.bucket,
+            object_key=key,
+            policy=policy.name,
+            transfer=transfer,
+            multipart_upload_id=multipart_id,
+            part_size=part_size,
+            part_count=part_count,
+            checksum_algorithm=new.checksum_algorithm,
+            idempotency_key=idempotency_key,
+            request_hash=fingerprint,
+            pending_seconds=float(policy.pending_ttl_seconds),
+        )
         try:
-            row = await self._insert(owner, policy, values)
+            upload = await self.queries.insert_upload(record, self._quota(policy))
         except BaseException:
             if multipart_id is not None:
                 await self.storage.abort_multipart(key, multipart_id)
             raise
-        if row is None:
+        if upload is None:
             if multipart_id is not None:
                 await self.storage.abort_multipart(key, multipart_id)
             earlier = None
             if idempotency_key is not None:
-                earlier = await self.db.fetchrow(
-                    "get_upload_by_idempotency_key", owner, idempotency_key
-                )
+                earlier = await self.queries.get_upload_by_idempotency_key(owner, idempotency_key)
             if earlier is not None:
                 return self._replay(earlier, fingerprint)
             raise errors.QuotaExceeded(details=self._quota_details(policy))
@@ -282,24 +298,15 @@ class Uploads:
             "upload.created",
             extra={"upload_id": str(upload_id), "policy": policy.name, "transfer": transfer},
         )
-        return self._instructions(row)
+        return self._instructions(upload)
 
-    async def _insert(
-        self, owner: str, policy: Policy, values: tuple[object, ...]
-    ) -> asyncpg.Record | None:
-        quotas = (policy.quota, self.policies.global_quota)
-        if all(q.bytes is None and q.count is None for q in quotas):
-            return await self.db.fetchrow("insert_upload", *values)
-        async with self.db.transaction() as tx:
-            await tx.fetchrow("lock_owner_quota", owner)
-            return await tx.fetchrow(
-                "insert_upload_within_quota",
-                *values,
-                policy.quota.bytes,
-                policy.quota.count,
-                self.policies.global_quota.bytes,
-                self.policies.global_quota.count,
-            )
+    def _quota(self, policy: Policy) -> QuotaLimits:
+        return QuotaLimits(
+            policy_bytes=policy.quota.bytes,
+            policy_count=policy.quota.count,
+            global_bytes=self.policies.global_quota.bytes,
+            global_count=self.policies.global_quota.count,
+        )
 
     def _quota_details(self, policy: Policy) -> dict[str, object]:
         return {
@@ -308,103 +315,103 @@ class Uploads:
             "global_quota": self.policies.global_quota.model_dump(),
         }
 
-    def _replay(self, earlier: asyncpg.Record, fingerprint: str | None) -> Created:
-        if earlier["request_hash"] != fingerprint:
-            raise errors.IdempotencyKeyReused(details={"upload_id": str(earlier["id"])})
-        created = self._instructions(earlier)
-        return Created(
-            record=created.record,
-            replayed=True,
-            put=created.put,
-            form=created.form,
-            multipart=created.multipart,
-        )
+    def _replay(self, earlier: Upload, fingerprint: str | None) -> Created:
+        if earlier.request_hash != fingerprint:
+            raise errors.IdempotencyKeyReused(details={"upload_id": str(earlier.id)})
+        return replace(self._instructions(earlier), replayed=True)
 
-    def _instructions(self, row: asyncpg.Record) -> Created:
+    def _instructions(self, upload: Upload) -> Created:
         """How to send the bytes of a pending upload (freshly signed), or nothing."""
-        if row["status"] != "pending":
-            return Created(record=row)
-        policy = self._policy_of(row)
-        if row["transfer"] == "multipart":
+        if upload.status is not UploadStatus.PENDING:
+            return Created(record=upload)
+        policy = self.policy_of(upload)
+        if upload.transfer is Transfer.MULTIPART:
+            assert upload.multipart_upload_id is not None  # uploads_multipart_check
             plan = MultipartPlan(
-                upload_id=row["multipart_upload_id"],
-                part_size=row["part_size"],
-                part_count=row["part_count"],
-                checksum_algorithm=row["checksum_algorithm"],
+                upload_id=upload.multipart_upload_id,
+                part_size=upload.part_size,
+                part_count=upload.part_count,
+                checksum_algorithm=upload.checksum_algorithm,
             )
-            return Created(record=row, multipart=plan)
-        if row["transfer"] == "post":
-            size = row["size"]
+            return Created(record=upload, multipart=plan)
+        if upload.transfer is Transfer.POST:
+            size = upload.size
             form = self.storage.presign_post(
-                row["object_key"],
-                content_type=row["content_type"],
-                sizes=(size, size) if size is not None else (policy.min_size, row["size_limit"]),
-                sha256_base64=sha256_base64(row["sha256"]),
+                upload.object_key,
+                content_type=upload.content_type,
+                sizes=(size, size)
+                if size is not None
+                else (policy.min_size, upload.size_limit or 0),
+                sha256_base64=sha256_base64(upload.sha256),
                 expires_in=policy.url_ttl_seconds,
             )
-            return Created(record=row, form=form)
+            return Created(record=upload, form=form)
+        assert upload.size is not None  # a single PUT always declares its size
         put = self.storage.presign_put(
-            row["object_key"],
-            content_type=row["content_type"],
-            size=row["size"],
-            sha256_base64=sha256_base64(row["sha256"]),
+            upload.object_key,
+            content_type=upload.content_type,
+            size=upload.size,
+            sha256_base64=sha256_base64(upload.sha256),
             expires_in=policy.url_ttl_seconds,
         )
-        return Created(record=row, put=put)
+        return Created(record=upload, put=put)
 
-    def _policy_of(self, row: asyncpg.Record) -> Policy:
+    def policy_of(self, upload: Upload) -> Policy:
         """The upload's policy; the default one if the policy was removed since."""
-        return self.policies.get(row["policy"]) or self._policy(None)
+        return self.policies.get(upload.policy) or self._policy(None)
 
-    def url_ttl(self, row: asyncpg.Record) -> int:
-        """How long URLs for this upload's bytes stay valid, by its policy."""
-        return self._policy_of(row).url_ttl_seconds
-
-    async def get(self, owner: str, upload_id: uuid.UUID) -> asyncpg.Record:
+    async def get(self, owner: str, upload_id: uuid.UUID) -> Upload:
         """The owner's upload; someone else's is reported as not found."""
-        row = await self.db.fetchrow("get_upload_for_owner", upload_id, owner)
-        if row is None:
+        upload = await self.queries.get_upload_for_owner(upload_id, owner)
+        if upload is None:
             raise errors.UploadNotFound()
-        return row
+        return upload
 
-    async def list(self, owner: str, status: str | None, limit: int, cursor: str | None) -> Page:
+    async def get_by_key(self, owner: str, object_key: str) -> Upload:
+        """The owner's upload stored under `object_key`; someone else's is not found."""
+        upload = await self.queries.get_upload_by_key(self.storage.bucket, object_key)
+        if upload is None or upload.owner != owner:
+            raise errors.UploadNotFound()
+        return upload
+
+    async def list(
+        self, owner: str, status: UploadStatus | None, limit: int, cursor: str | None
+    ) -> Page:
         """The owner's uploads, newest first, one page at a time."""
-        after_created, after_id = decode_cursor(cursor) if cursor else (None, None)
-        rows = await self.db.fetch(
-            "list_uploads_for_owner", owner, status, after_created, after_id, limit + 1
-        )
-        next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-        return Page(items=rows[:limit], next_cursor=next_cursor)
+        after = decode_cursor(cursor) if cursor else None
+        uploads = await self.queries.list_uploads_for_owner(owner, status, after, limit + 1)
+        next_cursor = encode_cursor(uploads[limit - 1]) if len(uploads) > limit else None
+        return Page(items=uploads[:limit], next_cursor=next_cursor)
 
-    async def download(self, owner: str, upload_id: uuid.UUID) -> storage.PresignedRequest:
+    async def download(self, owner: str, upload_id: uuid.UUID) -> PresignedRequest:
         """A presigned GET for a finalized upload, named after the original file."""
-        row = await self.get(owner, upload_id)
-        if row["status"] != "finalized":
+        upload = await self.get(owner, upload_id)
+        if upload.status is not UploadStatus.FINALIZED:
             raise errors.UploadNotFinalized(
-                f"upload is {row['status']}, not finalized", details={"status": row["status"]}
+                f"upload is {upload.status}, not finalized", details={"status": upload.status}
             )
         return self.storage.presign_get(
-            row["object_key"],
-            content_disposition=content_disposition(row["filename"]),
-            content_type=row["content_type"],
+            upload.object_key,
+            content_disposition=content_disposition(upload.filename),
+            content_type=upload.content_type,
             expires_in=self.download_ttl,
         )
 
-    async def delete(self, owner: str, upload_id: uuid.UUID) -> asyncpg.Record:
+    async def delete(self, owner: str, upload_id: uuid.UUID) -> Upload:
         """Mark the upload deleted, then remove its object (or abort its multipart upload).
 
         The record changes first: if storage fails afterwards, nothing points at the object
         any more and it is only an orphan for the reconciler, never a dangling record.
         Repeating the call repeats the storage clean-up, which is harmless.
         """
-        row = await self.db.fetchrow("mark_upload_deleted", upload_id, owner)
-        if row is None:
-            row = await self.get(owner, upload_id)
+        upload = await self.queries.mark_upload_deleted(upload_id, owner)
+        if upload is None:
+            upload = await self.get(owner, upload_id)
         else:
-            metrics.UPLOADS_DELETED.labels("owner").inc()
-            log.info("upload.deleted", extra={"upload_id": str(upload_id), "by": "owner"})
-        if row["status"] == "deleted":
-            if row["multipart_upload_id"] is not None:
-                await self.storage.abort_multipart(row["object_key"], row["multipart_upload_id"])
-            await self.storage.delete(row["object_key"])
-        return row
+            metrics.UPLOADS_DELETED.labels(Actor.OWNER).inc()
+            log.info("upload.deleted", extra={"upload_id": str(upload_id), "by": Actor.OWNER})
+        if upload.status is UploadStatus.DELETED:
+            if upload.multipart_upload_id is not None:
+                await self.storage.abort_multipart(upload.object_key, upload.multipart_upload_id)
+            await self.storage.delete(upload.object_key)
+        return upload

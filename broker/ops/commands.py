@@ -7,14 +7,13 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker import config
-from broker.adapters import storage
-from broker.adapters.db import Database
-from broker.domain import policies
-from broker.flows import admin, finalization, reconciler
+from broker import config, wiring
+from broker.domain.model import UploadFilters
+from broker.flows import admin
 from broker.ops.formatting import format_age
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
@@ -39,43 +38,36 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(value, default=str, indent=2)
+    return json.dumps(value, default=_encode, indent=2)
 
 
 @asynccontextmanager
 async def operator(settings: config.Settings) -> AsyncIterator[admin.Admin]:
     """The operators' use cases on a small pool of their own."""
-    db = await Database.connect(settings.database_url, min_size=1, max_size=2)
-    try:
-        store = storage.Storage(settings)
-        finalizer = finalization.Finalizer(db, store)
-        checker = reconciler.Reconciler(
-            db,
-            store,
-            finalizer,
-            policies.load_policies(settings),
-            orphan_grace_seconds=settings.orphan_grace_seconds,
-        )
-        yield admin.Admin(db, store, checker)
-    finally:
-        await db.close()
+    async with wiring.connected(settings, pool_min=1, pool_max=2) as flows:
+        yield flows.admin
+
+
+def _encode(value: Any) -> Any:
+    """What json cannot write by itself: domain values as objects, the rest as text."""
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else str(value)
 
 
 async def list_uploads(
-    settings: config.Settings, filters: admin.Filters, limit: int, as_json: bool
+    settings: config.Settings, filters: UploadFilters, limit: int, as_json: bool
 ) -> str:
     async with operator(settings) as ops:
         page = await ops.list(filters, "-created_at", limit, None)
     now = datetime.now(UTC)
     if as_json:
-        return to_json([dict(row) for row in page.items])
+        return to_json(page.items)
     return table(
         ["id", "status", "owner", "policy", "size", "age", "filename", "stuck"],
         [
-            (r["id"], r["status"], r["owner"], r["policy"], r["size"],
-             format_age((now - r["created_at"]).total_seconds()), r["filename"],
-             "STUCK" if r["status"] == "pending" and r["expires_at"] <= now else "")
-            for r in page.items
+            (u.id, u.status, u.owner, u.policy, u.size,
+             format_age((now - u.created_at).total_seconds()), u.filename,
+             "STUCK" if u.is_stuck(now) else "")
+            for u in page.items
         ],
     )  # fmt: skip
 
@@ -83,7 +75,7 @@ async def list_uploads(
 async def show_upload(settings: config.Settings, upload_id: uuid.UUID, as_json: bool) -> str:
     async with operator(settings) as ops:
         found = await ops.inspect(upload_id)
-    record = dict(found.record)
+    record = asdict(found.record)
     stored = found.stored
     state = {
         "exists": stored is not None,
@@ -94,13 +86,12 @@ async def show_upload(settings: config.Settings, upload_id: uuid.UUID, as_json: 
         ),
         **({"multipart_parts": len(found.parts)} if found.parts is not None else {}),
     }
-    history = [dict(entry) for entry in found.history]
     if as_json:
-        return to_json({"upload": record, "history": history, "storage": state})
+        return to_json({"upload": record, "history": found.history, "storage": state})
     fields = table(["field", "value"], [(k, v) for k, v in record.items()])
     events = table(
         ["at", "status", "actor", "detail"],
-        [(h["at"], h["status"], h["actor"], json.dumps(h["detail"])) for h in history],
+        [(h.at, h.status, h.actor, json.dumps(h.detail)) for h in found.history],
     )
     return f"{fields}\n\nhistory\n{events}\n\nstorage now: {json.dumps(state)}"
 
@@ -109,20 +100,27 @@ async def show_stats(settings: config.Settings, as_json: bool) -> str:
     async with operator(settings) as ops:
         stats = await ops.stats()
     if as_json:
-        return to_json(stats)
-    age = stats["oldest_pending_age_seconds"]
-    runs = stats["reconciler_runs"][:5]
+        return to_json(
+            {
+                "by_status_and_policy": stats.by_status_and_policy,
+                "pending": stats.pending.pending,
+                "stuck": stats.pending.stuck,
+                "oldest_pending_age_seconds": stats.oldest_pending_age_seconds,
+                "hourly": stats.hourly,
+                "reconciler_runs": stats.reconciler_runs,
+            }
+        )
+    age = stats.oldest_pending_age_seconds
     return "\n\n".join([
         table(["status", "policy", "uploads", "bytes"],
-              [(r["status"], r["policy"], r["uploads"], r["bytes"])
-               for r in stats["by_status_and_policy"]]),
-        f"pending: {stats['pending']}   stuck (past deadline): {stats['stuck']}   "
+              [(c.status, c.policy, c.uploads, c.bytes) for c in stats.by_status_and_policy]),
+        f"pending: {stats.pending.pending}   stuck (past deadline): {stats.pending.stuck}   "
         f"oldest pending: {format_age(age) if age is not None else '-'}",
         table(["hour (UTC)", "created", "finalized"],
-              [(h["hour"].strftime("%m-%d %H:00"), h["created"], h["finalized"])
-               for h in stats["hourly"]]),
+              [(h.hour.strftime("%m-%d %H:00"), h.created, h.finalized) for h in stats.hourly]),
         "last reconciler runs\n" + table(["started", "trigger", "counts"],
-              [(r["started_at"], r["trigger"], json.dumps(r["counts"])) for r in runs]),
+              [(r.started_at, r.trigger, json.dumps(r.counts))
+               for r in stats.reconciler_runs[:5]]),
     ])  # fmt: skip
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from broker.domain.model import Upload
+from broker.flows.admin import Stats
 from broker.ops.formatting import format_age, format_bytes
 
 STATUSES = ("pending", "finalized", "rejected", "expired", "deleted")
@@ -379,7 +382,22 @@ footer { color:var(--muted); font-size:12px; text-align:center; }
 """
 
 
-def render_ops_page(stats: Mapping[str, Any], pending: Sequence[Row], now: datetime) -> str:
+def render_ops_page(stats: Stats, pending_uploads: Sequence[Upload], now: datetime) -> str:
+    return _render_ops_page(_as_mapping(stats), [asdict(u) for u in pending_uploads], now)
+
+
+def _as_mapping(stats: Stats) -> dict[str, Any]:
+    return {
+        "by_status_and_policy": [asdict(c) for c in stats.by_status_and_policy],
+        "pending": stats.pending.pending,
+        "stuck": stats.pending.stuck,
+        "oldest_pending_age_seconds": stats.oldest_pending_age_seconds,
+        "hourly": [asdict(h) for h in stats.hourly],
+        "reconciler_runs": [asdict(r) for r in stats.reconciler_runs],
+    }
+
+
+def _render_ops_page(stats: Mapping[str, Any], pending: Sequence[Row], now: datetime) -> str:
     """The whole operators' page for `Admin.stats()` and the oldest pending uploads."""
     now = _utc(now) or datetime.now(UTC)
     total_pending = int(stats.get("pending") or 0)

@@ -8,27 +8,16 @@ import contextlib
 import httpx
 import pytest
 
-from broker.adapters import storage
-from broker.adapters.db import Database
-from broker.domain import policies
-from broker.flows import finalization, reconciler
+from broker import wiring
 from tests.conftest import create_upload, notifications_off, put_bytes, wait_for_status
 
 
 @contextlib.asynccontextmanager
 async def a_reconciler(settings, database_url, grace=3600):
-    db = await Database.connect(database_url, min_size=1, max_size=3)
-    try:
-        store = storage.Storage(settings)
-        yield reconciler.Reconciler(
-            db,
-            store,
-            finalization.Finalizer(db, store),
-            policies.load_policies(settings),
-            orphan_grace_seconds=grace,
-        )
-    finally:
-        await db.close()
+    """A reconciler of its own on the test services, as another broker process has."""
+    own = settings.model_copy(update={"database_url": database_url, "orphan_grace_seconds": grace})
+    async with wiring.connected(own, pool_min=1, pool_max=3) as flows:
+        yield flows.reconciler
 
 
 def run_pass(settings, database_url, grace=3600, **options):

@@ -100,14 +100,8 @@ def test_malformed_migration_files_are_refused(tmp_path: Path, name, text, messa
 def test_every_named_query_prepares_against_the_migrated_schema(database_url):
     """A typo in broker/adapters/queries.sql fails here, not as a 500 in production."""
     from broker.adapters import db
-    from broker.flows import admin
 
-    queries = db.load_queries()
-    statements = {name: sql for name, sql in queries.items() if "{" not in sql}
-    for sort, (order, after, _) in admin.SORTS.items():
-        statements[f"admin_list_uploads{sort}"] = queries["admin_list_uploads"].format(
-            order=order, after=after
-        )
+    statements = {name: query.sql for name, query in db.load_queries().items()}
 
     async def prepare_all(conn):
         async with conn.transaction():
@@ -120,3 +114,29 @@ def test_every_named_query_prepares_against_the_migrated_schema(database_url):
                     raise AssertionError(f"query {name!r} does not prepare: {exc}") from exc
 
     services.run(_with_connection(database_url, prepare_all))
+
+
+def test_queries_returning_uploads_list_the_columns_of_the_domain_value(database_url):
+    """The database adapter builds Upload from a row by position: the columns must be
+    Upload's fields, in order, for every statement that returns uploads."""
+    import dataclasses
+
+    from broker.adapters import db
+    from broker.domain.model import Upload
+
+    fields = [field.name for field in dataclasses.fields(Upload)]
+    queries = db.load_queries()
+
+    async def columns_of_upload_queries(conn):
+        found = {}
+        for name, query in queries.items():
+            if query.sql.upper().startswith("SET "):
+                continue
+            names = [a.name for a in (await conn.prepare(query.sql)).get_attributes()]
+            if "object_key" in names and "owner" in names:
+                found[name] = names
+        return found
+
+    found = services.run(_with_connection(database_url, columns_of_upload_queries))
+    assert len(found) >= 12
+    assert {name: names for name, names in found.items() if names != fields} == {}

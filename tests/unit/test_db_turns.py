@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from broker.adapters.db import Database
+from broker.adapters.db import Database, Query
 
 
 class GreedyPool:
@@ -40,10 +40,11 @@ def test_callers_get_the_connection_in_arrival_order() -> None:
 
 async def queue_up() -> GreedyPool:
     pool = GreedyPool()
-    db = Database(pool, {"q": "SELECT 1"})  # type: ignore[arg-type]
+    query = Query.compile("q", "SELECT :caller")
+    db = Database(pool, {"q": query})  # type: ignore[arg-type]
     callers = [f"early-{n}" for n in range(5)]
-    tasks = [asyncio.create_task(db.fetchrow("q", name)) for name in callers]
+    tasks = [asyncio.create_task(db.fetchrow(query, [name])) for name in callers]
     await tasks[0]  # the first query is done; the others still queue or run
-    late = asyncio.create_task(db.fetchrow("q", "late"))
+    late = asyncio.create_task(db.fetchrow(query, ["late"]))
     await asyncio.gather(*tasks, late)
     return pool

@@ -10,13 +10,23 @@ from typing import Any
 
 import pytest
 
+from broker.domain.model import (
+    HourlyCount,
+    PendingSummary,
+    ReconcilerRun,
+    StatusPolicyCount,
+    Upload,
+    UploadStatus,
+)
+from broker.flows.admin import Stats
 from broker.ops import page as ops_page
+from tests.unit.fakes import an_upload
 
 NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
 HOSTILE = "<script>alert(1)</script>"
 
 
-def upload(**fields: Any) -> dict[str, Any]:
+def upload(**fields: Any) -> Upload:
     row: dict[str, Any] = {
         "id": uuid.uuid4(),
         "owner": "alice",
@@ -27,10 +37,11 @@ def upload(**fields: Any) -> dict[str, Any]:
         "created_at": NOW - timedelta(minutes=3, seconds=20),
         "expires_at": NOW + timedelta(minutes=10),
     }
-    return {**row, **fields}
+    values = {**row, **fields}
+    return an_upload(**values | {"status": UploadStatus(values["status"])})
 
 
-def stats(**fields: Any) -> dict[str, Any]:
+def stats(**fields: Any) -> Stats:
     base: dict[str, Any] = {
         "by_status_and_policy": [
             {"status": "pending", "policy": "default", "uploads": 2, "bytes": 3072},
@@ -58,7 +69,17 @@ def stats(**fields: Any) -> dict[str, Any]:
             }
         ],
     }
-    return {**base, **fields}
+    values = {**base, **fields}
+    return Stats(
+        by_status_and_policy=[
+            StatusPolicyCount(UploadStatus(c["status"]), c["policy"], c["uploads"], c["bytes"])
+            for c in values["by_status_and_policy"]
+        ],
+        pending=PendingSummary(values["pending"], values["stuck"], None),
+        oldest_pending_age_seconds=values["oldest_pending_age_seconds"],
+        hourly=[HourlyCount(**h) for h in values["hourly"]],
+        reconciler_runs=[ReconcilerRun(**r) for r in values["reconciler_runs"]],
+    )
 
 
 class Collector(HTMLParser):
@@ -116,12 +137,12 @@ def test_a_pending_upload_past_its_deadline_is_highlighted_and_labelled_stuck() 
         for tag, attrs in parse(page)
         if tag == "tr" and attrs.get("data-upload-id")
     }
-    assert rows[str(stuck["id"])]["class"] == "stuck"
-    assert rows[str(exactly_due["id"])]["class"] == "stuck"
-    assert rows[str(waiting["id"])]["class"] == "waiting"
+    assert rows[str(stuck.id)]["class"] == "stuck"
+    assert rows[str(exactly_due.id)]["class"] == "stuck"
+    assert rows[str(waiting.id)]["class"] == "waiting"
     # Not colour alone: the stuck rows carry a visible label, the waiting row none.
     for row, expected in ((stuck, 1), (exactly_due, 1), (waiting, 0)):
-        html_row = re.search(rf'<tr [^>]*data-upload-id="{row["id"]}".*?</tr>', page)
+        html_row = re.search(rf'<tr [^>]*data-upload-id="{row.id}".*?</tr>', page)
         assert html_row is not None
         assert html_row.group(0).count(">stuck</span>") == expected
     assert "2 are past their deadline, marked stuck." in page
@@ -146,7 +167,7 @@ def test_ages_read_as_their_two_largest_units(seconds: float, expected: str) -> 
 def test_the_pending_table_shows_each_upload_with_its_age() -> None:
     row = upload(created_at=NOW - timedelta(hours=2, minutes=5, seconds=9), size=3 * 1024**2)
     page = ops_page.render_ops_page(stats(), [row], NOW)
-    html_row = re.search(rf'<tr [^>]*data-upload-id="{row["id"]}".*?</tr>', page)
+    html_row = re.search(rf'<tr [^>]*data-upload-id="{row.id}".*?</tr>', page)
     assert html_row is not None
     assert '<td class="num" data-testid="age">2h 5m</td>' in html_row.group(0)
     assert "3.0 MiB" in html_row.group(0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from datetime import UTC, datetime
 from urllib.parse import unquote
 
@@ -11,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.adapters import storage
 from broker.domain import errors
+from broker.domain.objects import StoredObject
 from broker.flows import finalization, uploads
+from tests.unit.fakes import an_upload
 
 MIB = 1024**2
 
@@ -34,8 +34,8 @@ def test_content_disposition_of_a_plain_name():
 
 
 def test_cursor_round_trips():
-    row = {"created_at": datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC), "id": uuid.uuid4()}
-    assert uploads.decode_cursor(uploads.encode_cursor(row)) == (row["created_at"], row["id"])
+    upload = an_upload(created_at=datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC))
+    assert uploads.decode_cursor(uploads.encode_cursor(upload)) == (upload.created_at, upload.id)
 
 
 @pytest.mark.parametrize("cursor", ["", "garbage", "W10", "WyJ4IiwgInkiXQ"])
@@ -44,17 +44,12 @@ def test_cursor_that_was_not_issued_is_invalid(cursor):
         uploads.decode_cursor(cursor)
 
 
-RECORD = {
-    "size": 5,
-    "content_type": "text/plain",
-    "sha256": None,
-    "checksum_algorithm": None,
-}
+RECORD: dict[str, object] = {}
 SHA = hashlib.sha256(b"hello").hexdigest()
 
 
 def _stored(size=5, content_type="text/plain", checksum=None):
-    return storage.StoredObject(size=size, etag="e", content_type=content_type, checksum=checksum)
+    return StoredObject(size=size, etag="e", content_type=content_type, checksum=checksum)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +68,7 @@ def _stored(size=5, content_type="text/plain", checksum=None):
     ],
 )
 def test_rejection_reason(record, stored, reason):
-    assert finalization.rejection_reason(record, stored) == reason
+    assert finalization.rejection_reason(an_upload(**record), stored) == reason
 
 
 @pytest.mark.parametrize(

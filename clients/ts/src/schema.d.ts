@@ -580,8 +580,7 @@ export interface components {
         Aborted: Record<string, never>;
         /** ActionResult */
         ActionResult: {
-            /** Outcome */
-            outcome: string;
+            outcome: components["schemas"]["Outcome"];
             upload: components["schemas"]["AdminUpload"];
         };
         /**
@@ -594,11 +593,7 @@ export interface components {
              * Format: uuid
              */
             id: string;
-            /**
-             * Status
-             * @enum {string}
-             */
-            status: "pending" | "finalized" | "rejected" | "expired" | "deleted";
+            status: components["schemas"]["UploadStatus"];
             /** Filename */
             filename: string;
             /** Content Type */
@@ -618,11 +613,7 @@ export interface components {
             key: string;
             /** Policy */
             policy: string;
-            /**
-             * Transfer
-             * @enum {string}
-             */
-            transfer: "put" | "post" | "multipart";
+            transfer: components["schemas"]["Transfer"];
             /**
              * Part Size
              * @description Multipart: bytes per part (the last is shorter).
@@ -632,8 +623,7 @@ export interface components {
             part_count: number | null;
             /** Etag */
             etag: string | null;
-            /** Checksum Algorithm */
-            checksum_algorithm: string | null;
+            checksum_algorithm: components["schemas"]["ChecksumAlgorithm"] | null;
             /**
              * Checksum
              * @description The checksum storage reported at finalization.
@@ -670,6 +660,12 @@ export interface components {
             /** Next Cursor */
             next_cursor: string | null;
         };
+        /**
+         * ChecksumAlgorithm
+         * @description Per-part checksums storage verifies for a multipart upload.
+         * @enum {string}
+         */
+        ChecksumAlgorithm: "SHA256" | "CRC32C";
         /**
          * CompleteMultipart
          * @description Every part, as the ETags storage returned for them.
@@ -724,11 +720,7 @@ export interface components {
              * Format: uuid
              */
             id: string;
-            /**
-             * Status
-             * @enum {string}
-             */
-            status: "pending" | "finalized" | "rejected" | "expired" | "deleted";
+            status: components["schemas"]["UploadStatus"];
             /** Filename */
             filename: string;
             /** Content Type */
@@ -748,11 +740,7 @@ export interface components {
             key: string;
             /** Policy */
             policy: string;
-            /**
-             * Transfer
-             * @enum {string}
-             */
-            transfer: "put" | "post" | "multipart";
+            transfer: components["schemas"]["Transfer"];
             /**
              * Part Size
              * @description Multipart: bytes per part (the last is shorter).
@@ -762,8 +750,7 @@ export interface components {
             part_count: number | null;
             /** Etag */
             etag: string | null;
-            /** Checksum Algorithm */
-            checksum_algorithm: string | null;
+            checksum_algorithm: components["schemas"]["ChecksumAlgorithm"] | null;
             /**
              * Checksum
              * @description The checksum storage reported at finalization.
@@ -827,8 +814,7 @@ export interface components {
         };
         /** HistoryEntry */
         HistoryEntry: {
-            /** Status */
-            status: string;
+            status: components["schemas"]["UploadStatus"];
             /**
              * Actor
              * @description owner, webhook, reconciler, or admin:<name>
@@ -843,6 +829,18 @@ export interface components {
              * Format: date-time
              */
             at: string;
+        };
+        /** HourlyCount */
+        HourlyCount: {
+            /**
+             * Hour
+             * Format: date-time
+             */
+            hour: string;
+            /** Created */
+            created: number;
+            /** Finalized */
+            finalized: number;
         };
         /** Inspection */
         Inspection: {
@@ -880,9 +878,14 @@ export interface components {
             part_size: number;
             /** Part Count */
             part_count: number;
-            /** Checksum Algorithm */
-            checksum_algorithm: string | null;
+            checksum_algorithm: components["schemas"]["ChecksumAlgorithm"] | null;
         };
+        /**
+         * Outcome
+         * @description What handling one storage event, reconciler check or operator action did.
+         * @enum {string}
+         */
+        Outcome: "finalized" | "rejected" | "deleted" | "expired" | "still_pending" | "not_pending" | "finalized_missed_webhook" | "rejected_missed_webhook" | "removed_dead_object" | "ignored_other_bucket" | "ignored_unknown_key" | "ignored_not_live" | "ignored_already_final" | "ignored_object_gone" | "ignored_malformed" | "orphan_object_deleted" | "orphan_multipart_aborted" | "orphan_sweep_skipped_busy" | "would_settle_missed_webhook" | "would_expire" | "would_delete_orphan_object" | "would_abort_orphan_multipart";
         /**
          * PartUrl
          * @description A presigned UploadPart PUT; the part must be exactly as long as Uppy cuts it.
@@ -944,6 +947,30 @@ export interface components {
              */
             expires_at: string;
         };
+        /** ReconcilerRun */
+        ReconcilerRun: {
+            /**
+             * Started At
+             * Format: date-time
+             */
+            started_at: string;
+            /**
+             * Finished At
+             * Format: date-time
+             */
+            finished_at: string;
+            /** Dry Run */
+            dry_run: boolean;
+            /** Trigger */
+            trigger: string;
+            /**
+             * Counts
+             * @description How many times each outcome happened.
+             */
+            counts: {
+                [key: string]: number;
+            };
+        };
         /**
          * SignParts
          * @description Which parts to sign, and their checksums if the upload declared an algorithm.
@@ -989,6 +1016,43 @@ export interface components {
         SignedParts: {
             /** Parts */
             parts: components["schemas"]["SignedPart"][];
+        };
+        /**
+         * Stats
+         * @description Counts and bytes by status and policy, pending ages, hourly activity, reconciler runs.
+         */
+        Stats: {
+            /** By Status And Policy */
+            by_status_and_policy: components["schemas"]["StatusPolicyCount"][];
+            /** Pending */
+            pending: number;
+            /**
+             * Stuck
+             * @description Pending uploads past their deadline.
+             */
+            stuck: number;
+            /** Oldest Pending Age Seconds */
+            oldest_pending_age_seconds: number | null;
+            /**
+             * Hourly
+             * @description The last 24 hours (UTC), oldest first.
+             */
+            hourly: components["schemas"]["HourlyCount"][];
+            /**
+             * Reconciler Runs
+             * @description The last 10 passes, newest first.
+             */
+            reconciler_runs: components["schemas"]["ReconcilerRun"][];
+        };
+        /** StatusPolicyCount */
+        StatusPolicyCount: {
+            status: components["schemas"]["UploadStatus"];
+            /** Policy */
+            policy: string;
+            /** Uploads */
+            uploads: number;
+            /** Bytes */
+            bytes: number;
         };
         /**
          * StorageState
@@ -1040,6 +1104,12 @@ export interface components {
             parts: components["schemas"]["StoredPartOut"][];
         };
         /**
+         * Transfer
+         * @description How the bytes travel to storage.
+         * @enum {string}
+         */
+        Transfer: "put" | "post" | "multipart";
+        /**
          * Upload
          * @description An upload record.
          */
@@ -1049,11 +1119,7 @@ export interface components {
              * Format: uuid
              */
             id: string;
-            /**
-             * Status
-             * @enum {string}
-             */
-            status: "pending" | "finalized" | "rejected" | "expired" | "deleted";
+            status: components["schemas"]["UploadStatus"];
             /** Filename */
             filename: string;
             /** Content Type */
@@ -1073,11 +1139,7 @@ export interface components {
             key: string;
             /** Policy */
             policy: string;
-            /**
-             * Transfer
-             * @enum {string}
-             */
-            transfer: "put" | "post" | "multipart";
+            transfer: components["schemas"]["Transfer"];
             /**
              * Part Size
              * @description Multipart: bytes per part (the last is shorter).
@@ -1087,8 +1149,7 @@ export interface components {
             part_count: number | null;
             /** Etag */
             etag: string | null;
-            /** Checksum Algorithm */
-            checksum_algorithm: string | null;
+            checksum_algorithm: components["schemas"]["ChecksumAlgorithm"] | null;
             /**
              * Checksum
              * @description The checksum storage reported at finalization.
@@ -1148,6 +1209,12 @@ export interface components {
             expires: number;
         };
         /**
+         * UploadStatus
+         * @description Where an upload is in its life (migration 0001's uploads_status_check lists the same).
+         * @enum {string}
+         */
+        UploadStatus: "pending" | "finalized" | "rejected" | "expired" | "deleted";
+        /**
          * UppyFile
          * @description What @uppy/aws-s3 says about a file: the body of POST /s3/multipart, or the query of
          *     GET /s3/params (`filename`, `type`, `metadata[name]=value`).
@@ -1185,7 +1252,7 @@ export interface components {
          */
         WebhookResult: {
             /** Outcomes */
-            outcomes: string[];
+            outcomes: components["schemas"]["Outcome"][];
         };
         /** CompletedPart */
         broker__api__companion__CompletedPart: {
@@ -1213,7 +1280,7 @@ export interface operations {
     list_uploads_v1_uploads_get: {
         parameters: {
             query?: {
-                status?: ("pending" | "finalized" | "rejected" | "expired" | "deleted") | null;
+                status?: components["schemas"]["UploadStatus"] | null;
                 limit?: number;
                 cursor?: string | null;
             };
@@ -1319,11 +1386,8 @@ export interface operations {
                      * @default false
                      */
                     multipart?: boolean;
-                    /**
-                     * Checksum Algorithm
-                     * @description Multipart only: every part then carries this checksum, verified by storage.
-                     */
-                    checksum_algorithm?: ("SHA256" | "CRC32C") | null;
+                    /** @description Multipart only: every part then carries this checksum, verified by storage. */
+                    checksum_algorithm?: components["schemas"]["ChecksumAlgorithm"] | null;
                 };
             };
         };
@@ -1887,7 +1951,7 @@ export interface operations {
     list_uploads_v1_admin_uploads_get: {
         parameters: {
             query?: {
-                status?: ("pending" | "finalized" | "rejected" | "expired" | "deleted") | null;
+                status?: components["schemas"]["UploadStatus"] | null;
                 owner?: string | null;
                 policy?: string | null;
                 content_type?: string | null;
@@ -2043,9 +2107,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["Stats"];
                 };
             };
             /** @description Missing, expired or forged token */

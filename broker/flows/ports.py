@@ -1,0 +1,185 @@
+"""The two interfaces the use cases need from the outside world, and nothing more.
+
+broker/adapters/db.py (Queries) and broker/adapters/storage.py (Storage) implement them
+for PostgreSQL and MinIO; tests/unit/fakes.py implements them in memory, so the use cases
+run in a unit test without either service.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from broker.domain.model import (
+    AdminSort,
+    HistoryEntry,
+    HourlyCount,
+    NewUploadRecord,
+    Outcome,
+    PendingSummary,
+    QuotaLimits,
+    ReconcilerRun,
+    StatusPolicyCount,
+    Upload,
+    UploadFilters,
+    UploadStatus,
+)
+from broker.domain.objects import PresignedForm, PresignedRequest, StoredObject, StoredPart
+
+
+class ObjectStore(Protocol):
+    """One bucket: presigned requests for clients, and the calls the broker makes itself.
+
+    Failures to reach storage raise errors.StorageUnavailable; a refused multipart
+    completion raises objects.MultipartRefused.
+    """
+
+    bucket: str
+    public_endpoint: str
+
+    def presign_put(
+        self, key: str, *, content_type: str, size: int, sha256_base64: str | None, expires_in: int
+    ) -> PresignedRequest: ...
+
+    def presign_part(
+        self,
+        key: str,
+        *,
+        upload_id: str,
+        part_number: int,
+        size: int | None,
+        checksum: tuple[str, str] | None,
+        expires_in: int,
+    ) -> PresignedRequest: ...
+
+    def presign_post(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        sizes: tuple[int, int],
+        sha256_base64: str | None,
+        expires_in: int,
+    ) -> PresignedForm: ...
+
+    def presign_get(
+        self, key: str, *, content_disposition: str, content_type: str, expires_in: int
+    ) -> PresignedRequest: ...
+
+    async def head(self, key: str) -> StoredObject | None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def create_multipart(
+        self, key: str, *, content_type: str, checksum_algorithm: str | None
+    ) -> str: ...
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None: ...
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: list[StoredPart], checksum_algorithm: str | None
+    ) -> None: ...
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None: ...
+
+    def list_objects(self, prefix: str) -> AsyncIterator[list[tuple[str, datetime]]]: ...
+
+    def list_multipart_uploads(self) -> AsyncIterator[list[tuple[str, str, datetime]]]: ...
+
+    async def ping(self) -> None: ...
+
+
+class Queries(Protocol):
+    """The upload records. Each state change is atomic and guarded: it returns the changed
+    upload, or None when the upload was not in the state the change starts from.
+
+    Failures to reach the database raise errors.DatabaseUnavailable.
+    """
+
+    def transaction(self) -> AbstractAsyncContextManager[Queries]: ...
+
+    def orphan_sweep_lock(self) -> AbstractAsyncContextManager[Queries | None]: ...
+
+    async def ping(self) -> None: ...
+
+    async def insert_upload(self, record: NewUploadRecord, quota: QuotaLimits) -> Upload | None: ...
+
+    async def get_upload(self, upload_id: uuid.UUID) -> Upload | None: ...
+
+    async def get_upload_for_owner(self, upload_id: uuid.UUID, owner: str) -> Upload | None: ...
+
+    async def get_upload_owner(self, upload_id: uuid.UUID) -> str | None: ...
+
+    async def get_upload_by_idempotency_key(self, owner: str, key: str) -> Upload | None: ...
+
+    async def get_upload_by_key(self, bucket: str, object_key: str) -> Upload | None: ...
+
+    async def list_uploads_for_owner(
+        self,
+        owner: str,
+        status: UploadStatus | None,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Upload]: ...
+
+    async def admin_list_uploads(
+        self,
+        filters: UploadFilters,
+        sort: AdminSort,
+        after: tuple[Any, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Upload]: ...
+
+    async def get_upload_history(
+        self, upload_id: uuid.UUID, after_id: int | None = None
+    ) -> list[HistoryEntry]: ...
+
+    async def mark_upload_finalized(
+        self,
+        upload_id: uuid.UUID,
+        *,
+        etag: str,
+        checksum: str | None,
+        size: int,
+        actor: str,
+        detail: Mapping[str, Any],
+    ) -> Upload | None: ...
+
+    async def mark_upload_rejected(
+        self, upload_id: uuid.UUID, *, reason: str, actor: str, detail: Mapping[str, Any]
+    ) -> Upload | None: ...
+
+    async def mark_upload_deleted(self, upload_id: uuid.UUID, owner: str) -> Upload | None: ...
+
+    async def mark_upload_deleted_by_key(
+        self, bucket: str, object_key: str, *, actor: str, detail: Mapping[str, Any]
+    ) -> Upload | None: ...
+
+    async def mark_upload_expired(
+        self, upload_id: uuid.UUID, *, force: bool, actor: str, detail: Mapping[str, Any]
+    ) -> Upload | None: ...
+
+    async def claim_stale_pending_upload(self) -> Upload | None: ...
+
+    async def claim_pending_upload(self, upload_id: uuid.UUID) -> Upload | None: ...
+
+    async def list_stale_pending_uploads(self, limit: int) -> list[Upload]: ...
+
+    async def find_live_object_keys(self, bucket: str, object_keys: list[str]) -> set[str]: ...
+
+    async def find_pending_multipart_ids(self, multipart_upload_ids: list[str]) -> set[str]: ...
+
+    async def insert_reconciler_run(
+        self, started_at: datetime, dry_run: bool, trigger: str, counts: Mapping[Outcome, int]
+    ) -> None: ...
+
+    async def recent_reconciler_runs(self, limit: int) -> list[ReconcilerRun]: ...
+
+    async def stats_by_status_and_policy(self) -> list[StatusPolicyCount]: ...
+
+    async def stats_pending(self) -> PendingSummary: ...
+
+    async def stats_hourly(self) -> list[HourlyCount]: ...

@@ -1,0 +1,123 @@
+"""Every use case, built once from the settings and the two adapters.
+
+The API (app.py's lifespan) and the operators' commands (ops/commands.py) both start here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import tenacity
+
+from broker.adapters import db, storage
+from broker.config import Settings
+from broker.domain.policies import Policies, load_policies
+from broker.flows import (
+    admin,
+    companion,
+    finalization,
+    health,
+    live,
+    multipart,
+    reconciler,
+    uploads,
+)
+
+log = logging.getLogger("broker.wiring")
+
+
+@dataclass(frozen=True)
+class Flows:
+    """The use cases of one process, sharing one pool and one storage client."""
+
+    uploads: uploads.Uploads
+    multipart: multipart.Multipart
+    companion: companion.Companion
+    finalizer: finalization.Finalizer
+    reconciler: reconciler.Reconciler
+    admin: admin.Admin
+    live: live.LiveStatus
+    probes: health.Probes
+
+
+def build(settings: Settings, database: db.Database, store: storage.Storage) -> Flows:
+    """Wire the use cases to the adapters (no I/O)."""
+    policies: Policies = load_policies(settings)
+    queries = db.Queries(database)
+
+    def new_uploads(part_size: int) -> uploads.Uploads:
+        return uploads.Uploads(
+            queries,
+            store,
+            policies,
+            multipart_threshold=settings.multipart_threshold_bytes,
+            part_size=part_size,
+            download_ttl=settings.download_url_ttl_seconds,
+        )
+
+    native = new_uploads(settings.multipart_part_size_bytes)
+    finalizer = finalization.Finalizer(queries, store)
+    checker = reconciler.Reconciler(
+        queries, store, finalizer, policies, orphan_grace_seconds=settings.orphan_grace_seconds
+    )
+    return Flows(
+        uploads=native,
+        multipart=multipart.Multipart(native),
+        # Uppy cuts multipart files by its own rule: its uploads plan parts the same way.
+        companion=companion.Companion(new_uploads(companion.UPPY_MIN_PART_SIZE)),
+        finalizer=finalizer,
+        reconciler=checker,
+        admin=admin.Admin(queries, store, checker),
+        live=live.LiveStatus(
+            queries,
+            functools.partial(db.listen_forever, settings.database_url, live.CHANNEL),
+            settings.sse_heartbeat_seconds,
+        ),
+        probes=health.Probes(queries, store),
+    )
+
+
+def _waiting(what: str, settings: Settings) -> tenacity.AsyncRetrying:
+    """Bounded retries while a dependency comes up, saying what we wait for."""
+
+    def say(state: tenacity.RetryCallState) -> None:
+        log.info(
+            "startup.waiting",
+            extra={
+                "for": what,
+                "attempt": state.attempt_number,
+                "error": repr(state.outcome and state.outcome.exception()),
+            },
+        )
+
+    return tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_delay(settings.startup_timeout_seconds),
+        wait=tenacity.wait_exponential(multiplier=0.2, max=2),
+        before_sleep=say,
+        reraise=True,
+    )
+
+
+@asynccontextmanager
+async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> AsyncIterator[Flows]:
+    """The use cases on a pool and a storage client, once PostgreSQL and MinIO answer
+    (retried until BROKER_STARTUP_TIMEOUT_SECONDS); the pool is closed on the way out."""
+    database: db.Database | None = None
+    async for attempt in _waiting("postgres", settings):
+        with attempt:
+            database = await db.Database.connect(
+                settings.database_url, min_size=pool_min, max_size=pool_max
+            )
+    assert database is not None
+    try:
+        store = storage.Storage(settings)
+        async for attempt in _waiting("minio", settings):
+            with attempt:
+                await store.ping()
+        yield build(settings, database, store)
+    finally:
+        await database.close()

@@ -1,0 +1,599 @@
+"""In-memory stand-ins for the two ports (broker/flows/ports.py), so the use cases run in a
+unit test with no PostgreSQL and no MinIO.
+
+They keep the contracts the use cases rely on: guarded state changes return None when the
+upload is not in the starting state, idempotency keys and quotas are checked atomically with
+the insert, a missing object is None, an unreachable service raises its Unavailable error.
+The real adapters are held to the same contracts by the integration suite.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from broker.domain import errors
+from broker.domain.model import (
+    LIVE_STATUSES,
+    AdminSort,
+    HistoryEntry,
+    HourlyCount,
+    NewUploadRecord,
+    Outcome,
+    PendingSummary,
+    QuotaLimits,
+    ReconcilerRun,
+    StatusPolicyCount,
+    Transfer,
+    Upload,
+    UploadFilters,
+    UploadStatus,
+)
+from broker.domain.objects import (
+    MultipartRefused,
+    PresignedForm,
+    PresignedRequest,
+    StoredObject,
+    StoredPart,
+)
+
+START = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def an_upload(**fields: Any) -> Upload:
+    """A pending 5-byte text PUT upload, with any field replaced."""
+    upload_id = fields.pop("id", uuid.uuid4())
+    values: dict[str, Any] = {
+        "id": upload_id,
+        "owner": "alice",
+        "status": UploadStatus.PENDING,
+        "filename": "hello.txt",
+        "content_type": "text/plain",
+        "size": 5,
+        "size_limit": None,
+        "sha256": None,
+        "metadata": {},
+        "bucket": "uploads",
+        "object_key": f"uploads/{upload_id}",
+        "policy": "default",
+        "transfer": Transfer.PUT,
+        "multipart_upload_id": None,
+        "part_size": None,
+        "part_count": None,
+        "checksum_algorithm": None,
+        "checksum": None,
+        "etag": None,
+        "reject_reason": None,
+        "idempotency_key": None,
+        "request_hash": None,
+        "created_at": START,
+        "updated_at": START,
+        "expires_at": START + timedelta(days=1),
+        "finalized_at": None,
+        "rejected_at": None,
+        "expired_at": None,
+        "deleted_at": None,
+    }
+    return Upload(**(values | fields))
+
+
+class MemoryQueries:
+    """The Queries port over dictionaries."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.uploads: dict[uuid.UUID, Upload] = {}
+        self.history: list[tuple[uuid.UUID, HistoryEntry]] = []
+        self.runs: list[ReconcilerRun] = []
+        self.available = True
+        self.sweep_busy = False  # another process holds the orphan sweep lock
+
+    def _check(self) -> None:
+        if not self.available:
+            raise errors.DatabaseUnavailable()
+
+    def _log(self, upload: Upload, actor: str, detail: Mapping[str, Any] | None = None) -> None:
+        entry = HistoryEntry(
+            id=len(self.history) + 1,
+            status=upload.status,
+            actor=actor,
+            detail=dict(detail or {}),
+            at=self.clock(),
+        )
+        self.history.append((upload.id, entry))
+
+    def _change(
+        self,
+        upload_id: uuid.UUID,
+        allowed: frozenset[UploadStatus],
+        actor: str,
+        detail: Mapping[str, Any] | None,
+        **fields: Any,
+    ) -> Upload | None:
+        """One guarded transition: nothing happens unless the upload is in `allowed`."""
+        self._check()
+        upload = self.uploads.get(upload_id)
+        if upload is None or upload.status not in allowed:
+            return None
+        changed = dataclasses.replace(upload, updated_at=self.clock(), **fields)
+        self.uploads[upload_id] = changed
+        self._log(changed, actor, detail)
+        return changed
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[MemoryQueries]:
+        self._check()
+        yield self
+
+    @asynccontextmanager
+    async def orphan_sweep_lock(self) -> AsyncIterator[MemoryQueries | None]:
+        self._check()
+        yield None if self.sweep_busy else self
+
+    async def ping(self) -> None:
+        self._check()
+
+    async def insert_upload(self, record: NewUploadRecord, quota: QuotaLimits) -> Upload | None:
+        self._check()
+        if record.idempotency_key is not None and any(
+            u.owner == record.owner and u.idempotency_key == record.idempotency_key
+            for u in self.uploads.values()
+        ):
+            return None
+        if not self._within_quota(record, quota):
+            return None
+        now = self.clock()
+        values = {
+            f.name: getattr(record, f.name)
+            for f in dataclasses.fields(record)
+            if f.name != "pending_seconds"
+        }
+        upload = an_upload(
+            **values,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + timedelta(seconds=record.pending_seconds),
+        )
+        self.uploads[upload.id] = upload
+        self._log(upload, "owner")
+        return upload
+
+    def _within_quota(self, record: NewUploadRecord, quota: QuotaLimits) -> bool:
+        live = [u for u in self.uploads.values() if u.owner == record.owner]
+        live = [u for u in live if u.status in LIVE_STATUSES]
+        of_policy = [u for u in live if u.policy == record.policy]
+        size = record.size if record.size is not None else record.size_limit or 0
+
+        def used(uploads: list[Upload]) -> int:
+            return sum(u.size if u.size is not None else u.size_limit or 0 for u in uploads)
+
+        return (
+            (quota.policy_bytes is None or used(of_policy) + size <= quota.policy_bytes)
+            and (quota.policy_count is None or len(of_policy) < quota.policy_count)
+            and (quota.global_bytes is None or used(live) + size <= quota.global_bytes)
+            and (quota.global_count is None or len(live) < quota.global_count)
+        )
+
+    async def get_upload(self, upload_id: uuid.UUID) -> Upload | None:
+        self._check()
+        return self.uploads.get(upload_id)
+
+    async def get_upload_for_owner(self, upload_id: uuid.UUID, owner: str) -> Upload | None:
+        upload = await self.get_upload(upload_id)
+        return upload if upload is not None and upload.owner == owner else None
+
+    async def get_upload_owner(self, upload_id: uuid.UUID) -> str | None:
+        upload = await self.get_upload(upload_id)
+        return upload.owner if upload is not None else None
+
+    async def get_upload_by_idempotency_key(self, owner: str, key: str) -> Upload | None:
+        self._check()
+        found = [u for u in self.uploads.values() if u.owner == owner and u.idempotency_key == key]
+        return found[0] if found else None
+
+    async def get_upload_by_key(self, bucket: str, object_key: str) -> Upload | None:
+        self._check()
+        found = [
+            u for u in self.uploads.values() if u.bucket == bucket and u.object_key == object_key
+        ]
+        return found[0] if found else None
+
+    async def list_uploads_for_owner(
+        self,
+        owner: str,
+        status: UploadStatus | None,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Upload]:
+        self._check()
+        found = [
+            u
+            for u in self.uploads.values()
+            if u.owner == owner
+            and (status is None or u.status == status)
+            and (after is None or (u.created_at, u.id) < after)
+        ]
+        found.sort(key=lambda u: (u.created_at, u.id), reverse=True)
+        return found[:limit]
+
+    async def admin_list_uploads(
+        self,
+        filters: UploadFilters,
+        sort: AdminSort,
+        after: tuple[Any, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Upload]:
+        self._check()
+        now = self.clock()
+        longer = filters.pending_longer_than_seconds
+
+        def matches(u: Upload) -> bool:
+            return (
+                (filters.status is None or u.status == filters.status)
+                and (filters.owner is None or u.owner == filters.owner)
+                and (filters.policy is None or u.policy == filters.policy)
+                and (filters.content_type is None or u.content_type == filters.content_type)
+                and (filters.created_before is None or u.created_at < filters.created_before)
+                and (filters.created_after is None or u.created_at >= filters.created_after)
+                and (
+                    longer is None
+                    or (
+                        u.status is UploadStatus.PENDING
+                        and u.created_at < now - timedelta(seconds=longer)
+                    )
+                )
+            )
+
+        field = sort.lstrip("-")
+        descending = sort.startswith("-")
+
+        def position(u: Upload) -> tuple[Any, uuid.UUID]:
+            return (getattr(u, field), u.id)
+
+        found = [u for u in self.uploads.values() if matches(u)]
+        if after is not None:
+            found = [u for u in found if (position(u) < after) == descending]
+        found.sort(key=position, reverse=descending)
+        return found[:limit]
+
+    async def get_upload_history(
+        self, upload_id: uuid.UUID, after_id: int | None = None
+    ) -> list[HistoryEntry]:
+        self._check()
+        return [
+            entry
+            for owner_id, entry in self.history
+            if owner_id == upload_id and (after_id is None or entry.id > after_id)
+        ]
+
+    async def mark_upload_finalized(
+        self,
+        upload_id: uuid.UUID,
+        *,
+        etag: str,
+        checksum: str | None,
+        size: int,
+        actor: str,
+        detail: Mapping[str, Any],
+    ) -> Upload | None:
+        upload = self.uploads.get(upload_id)
+        known_size = upload.size if upload is not None and upload.size is not None else size
+        return self._change(
+            upload_id,
+            frozenset({UploadStatus.PENDING}),
+            actor,
+            detail,
+            status=UploadStatus.FINALIZED,
+            etag=etag,
+            checksum=checksum,
+            size=known_size,
+            finalized_at=self.clock(),
+        )
+
+    async def mark_upload_rejected(
+        self, upload_id: uuid.UUID, *, reason: str, actor: str, detail: Mapping[str, Any]
+    ) -> Upload | None:
+        return self._change(
+            upload_id,
+            frozenset({UploadStatus.PENDING}),
+            actor,
+            detail,
+            status=UploadStatus.REJECTED,
+            reject_reason=reason,
+            rejected_at=self.clock(),
+        )
+
+    async def mark_upload_deleted(self, upload_id: uuid.UUID, owner: str) -> Upload | None:
+        upload = self.uploads.get(upload_id)
+        if upload is None or upload.owner != owner:
+            return None
+        return self._change(
+            upload_id,
+            LIVE_STATUSES,
+            "owner",
+            None,
+            status=UploadStatus.DELETED,
+            deleted_at=self.clock(),
+        )
+
+    async def mark_upload_deleted_by_key(
+        self, bucket: str, object_key: str, *, actor: str, detail: Mapping[str, Any]
+    ) -> Upload | None:
+        upload = await self.get_upload_by_key(bucket, object_key)
+        if upload is None:
+            return None
+        return self._change(
+            upload.id,
+            LIVE_STATUSES,
+            actor,
+            detail,
+            status=UploadStatus.DELETED,
+            deleted_at=self.clock(),
+        )
+
+    async def mark_upload_expired(
+        self, upload_id: uuid.UUID, *, force: bool, actor: str, detail: Mapping[str, Any]
+    ) -> Upload | None:
+        upload = self.uploads.get(upload_id)
+        if upload is None or not (force or upload.expires_at <= self.clock()):
+            return None
+        return self._change(
+            upload_id,
+            frozenset({UploadStatus.PENDING}),
+            actor,
+            detail,
+            status=UploadStatus.EXPIRED,
+            expired_at=self.clock(),
+        )
+
+    def _stale(self) -> list[Upload]:
+        now = self.clock()
+        stale = [
+            u
+            for u in self.uploads.values()
+            if u.status is UploadStatus.PENDING and u.expires_at <= now
+        ]
+        return sorted(stale, key=lambda u: u.expires_at)
+
+    async def claim_stale_pending_upload(self) -> Upload | None:
+        self._check()
+        stale = self._stale()
+        return stale[0] if stale else None
+
+    async def claim_pending_upload(self, upload_id: uuid.UUID) -> Upload | None:
+        upload = await self.get_upload(upload_id)
+        return upload if upload is not None and upload.status is UploadStatus.PENDING else None
+
+    async def list_stale_pending_uploads(self, limit: int) -> list[Upload]:
+        self._check()
+        return self._stale()[:limit]
+
+    async def find_live_object_keys(self, bucket: str, object_keys: list[str]) -> set[str]:
+        self._check()
+        return {
+            u.object_key
+            for u in self.uploads.values()
+            if u.bucket == bucket and u.object_key in object_keys and u.status in LIVE_STATUSES
+        }
+
+    async def find_pending_multipart_ids(self, multipart_upload_ids: list[str]) -> set[str]:
+        self._check()
+        return {
+            u.multipart_upload_id
+            for u in self.uploads.values()
+            if u.multipart_upload_id in multipart_upload_ids
+            and u.multipart_upload_id is not None
+            and u.status is UploadStatus.PENDING
+        }
+
+    async def insert_reconciler_run(
+        self, started_at: datetime, dry_run: bool, trigger: str, counts: Mapping[Outcome, int]
+    ) -> None:
+        self._check()
+        run = ReconcilerRun(started_at, self.clock(), dry_run, trigger, dict(counts))
+        self.runs.insert(0, run)
+
+    async def recent_reconciler_runs(self, limit: int) -> list[ReconcilerRun]:
+        self._check()
+        return self.runs[:limit]
+
+    async def stats_by_status_and_policy(self) -> list[StatusPolicyCount]:
+        self._check()
+        groups: dict[tuple[UploadStatus, str], tuple[int, int]] = {}
+        for u in self.uploads.values():
+            count, size = groups.get((u.status, u.policy), (0, 0))
+            groups[(u.status, u.policy)] = (count + 1, size + (u.size or 0))
+        return [StatusPolicyCount(s, p, c, b) for (s, p), (c, b) in sorted(groups.items())]
+
+    async def stats_pending(self) -> PendingSummary:
+        self._check()
+        pending = [u for u in self.uploads.values() if u.status is UploadStatus.PENDING]
+        return PendingSummary(
+            pending=len(pending),
+            stuck=len(self._stale()),
+            oldest_created_at=min((u.created_at for u in pending), default=None),
+        )
+
+    async def stats_hourly(self) -> list[HourlyCount]:
+        self._check()
+        top = self.clock().replace(minute=0, second=0, microsecond=0)
+        hours = [top - timedelta(hours=n) for n in range(23, -1, -1)]
+
+        def count(moments: list[datetime | None], hour: datetime) -> int:
+            return sum(
+                1 for m in moments if m is not None and hour <= m < hour + timedelta(hours=1)
+            )
+
+        created = [u.created_at for u in self.uploads.values()]
+        finalized = [u.finalized_at for u in self.uploads.values()]
+        return [HourlyCount(h, count(list(created), h), count(finalized, h)) for h in hours]
+
+
+def sha256_base64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+@dataclasses.dataclass
+class MultipartInProgress:
+    key: str
+    started_at: datetime
+    content_type: str
+    parts: dict[int, StoredPart] = dataclasses.field(default_factory=dict)
+
+
+class MemoryStore:
+    """The ObjectStore port over a dictionary: one bucket, its objects and multipart uploads."""
+
+    def __init__(self, clock: Clock | None = None, bucket: str = "uploads") -> None:
+        self.clock = clock or Clock()
+        self.bucket = bucket
+        self.public_endpoint = "http://storage.test"
+        self.objects: dict[str, tuple[StoredObject, datetime]] = {}
+        self.multipart: dict[str, MultipartInProgress] = {}
+        self.available = True
+        self.deleted: list[str] = []
+        self.aborted: list[str] = []
+
+    def _check(self) -> None:
+        if not self.available:
+            raise errors.StorageUnavailable()
+
+    # ------------------------------------------------------------ what a client would do
+
+    def put(
+        self, key: str, data: bytes, content_type: str | None = "text/plain", checksum: bool = False
+    ) -> StoredObject:
+        """Store bytes as a client's presigned PUT would."""
+        stored = StoredObject(
+            size=len(data),
+            etag=hashlib.md5(data).hexdigest(),
+            content_type=content_type,
+            checksum=sha256_base64(data) if checksum else None,
+        )
+        self.objects[key] = (stored, self.clock())
+        return stored
+
+    def upload_part(self, upload_id: str, number: int, data: bytes) -> StoredPart:
+        """Store one part as a client's presigned UploadPart would."""
+        part = StoredPart(number, hashlib.md5(data).hexdigest(), len(data), None)
+        self.multipart[upload_id].parts[number] = part
+        return part
+
+    # ------------------------------------------------------------ the port
+
+    def _presigned(self, method: str, key: str, expires_in: int, **query: Any) -> str:
+        extra = "".join(f"&{k}={v}" for k, v in query.items())
+        base = f"{self.public_endpoint}/{self.bucket}/{key}"
+        return f"{base}?method={method}&expires={expires_in}{extra}"
+
+    def presign_put(
+        self, key: str, *, content_type: str, size: int, sha256_base64: str | None, expires_in: int
+    ) -> PresignedRequest:
+        headers = {"content-type": content_type, "content-length": str(size), "if-none-match": "*"}
+        if sha256_base64 is not None:
+            headers["x-amz-checksum-sha256"] = sha256_base64
+        expires_at = self.clock() + timedelta(seconds=expires_in)
+        return PresignedRequest("PUT", self._presigned("PUT", key, expires_in), headers, expires_at)
+
+    def presign_part(
+        self,
+        key: str,
+        *,
+        upload_id: str,
+        part_number: int,
+        size: int | None,
+        checksum: tuple[str, str] | None,
+        expires_in: int,
+    ) -> PresignedRequest:
+        headers = {"content-length": str(size)} if size is not None else {}
+        url = self._presigned("PUT", key, expires_in, uploadId=upload_id, partNumber=part_number)
+        return PresignedRequest("PUT", url, headers, self.clock() + timedelta(seconds=expires_in))
+
+    def presign_post(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        sizes: tuple[int, int],
+        sha256_base64: str | None,
+        expires_in: int,
+    ) -> PresignedForm:
+        fields = {"key": key, "Content-Type": content_type, "size-range": f"{sizes[0]},{sizes[1]}"}
+        expires_at = self.clock() + timedelta(seconds=expires_in)
+        return PresignedForm(f"{self.public_endpoint}/{self.bucket}", fields, expires_at)
+
+    def presign_get(
+        self, key: str, *, content_disposition: str, content_type: str, expires_in: int
+    ) -> PresignedRequest:
+        url = self._presigned("GET", key, expires_in)
+        return PresignedRequest("GET", url, {}, self.clock() + timedelta(seconds=expires_in))
+
+    async def head(self, key: str) -> StoredObject | None:
+        self._check()
+        found = self.objects.get(key)
+        return found[0] if found else None
+
+    async def delete(self, key: str) -> None:
+        self._check()
+        self.deleted.append(key)
+        self.objects.pop(key, None)
+
+    async def create_multipart(
+        self, key: str, *, content_type: str, checksum_algorithm: str | None
+    ) -> str:
+        self._check()
+        upload_id = f"mpu-{uuid.uuid4().hex[:12]}"
+        self.multipart[upload_id] = MultipartInProgress(key, self.clock(), content_type)
+        return upload_id
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None:
+        self._check()
+        found = self.multipart.get(upload_id)
+        return sorted(found.parts.values(), key=lambda p: p.part_number) if found else None
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: list[StoredPart], checksum_algorithm: str | None
+    ) -> None:
+        self._check()
+        found = self.multipart.get(upload_id)
+        if found is None:
+            raise MultipartRefused("NoSuchUpload", "no such upload")
+        del self.multipart[upload_id]
+        size = sum(p.size for p in parts)
+        stored = StoredObject(size, f"multi-{len(parts)}", found.content_type)
+        self.objects[key] = (stored, self.clock())
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        self._check()
+        self.aborted.append(upload_id)
+        self.multipart.pop(upload_id, None)
+
+    async def list_objects(self, prefix: str) -> AsyncIterator[list[tuple[str, datetime]]]:
+        self._check()
+        yield [(k, at) for k, (_, at) in sorted(self.objects.items()) if k.startswith(prefix)]
+
+    async def list_multipart_uploads(self) -> AsyncIterator[list[tuple[str, str, datetime]]]:
+        self._check()
+        yield [(m.key, uid, m.started_at) for uid, m in sorted(self.multipart.items())]
+
+    async def ping(self) -> None:
+        self._check()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import secrets
 import sys
@@ -24,12 +25,26 @@ from broker.domain import errors, policies
 from broker.domain.model import UploadFilters
 from broker.ops import commands
 
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a serving process, applied once it has started."""
+    # Start-up objects live for the whole process: keep them out of the collector's full
+    # passes, which otherwise stall the event loop under load.
+    gc.collect()
+    gc.freeze()
+    # Requests free their objects by reference counting; the cycle collector's passes
+    # (young every 700 allocations by default) mostly find nothing and cost latency.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 100, 100)
+
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory: the app configured from the environment."""
+    """uvicorn factory of `broker serve`: the app configured from the environment, with the
+    serving process's GC settings."""
     settings = config.load_settings()
     logs.configure(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, after_startup=tune_gc)
 
 
 def serve(host: str, port: int, workers: int) -> None:

@@ -44,6 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check broker tests bench examples
 	$(BIN)/ruff format --check broker tests bench examples
 	$(BIN)/mypy broker
+	$(BIN)/lint-imports
 
 ## docker-lint: validate compose.yaml against the compose-spec schema and lint the Dockerfile
 docker-lint: $(STAMP)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 from urllib.parse import quote
 
 from broker.domain import errors
@@ -49,7 +48,7 @@ class Companion:
 
     async def create_form(self, owner: str, new: NewUpload) -> tuple[Upload, PresignedForm]:
         """GET /s3/params: a pending single upload and the form POST that sends its bytes."""
-        created = await self.uploads.create(owner, replace(new, method="POST", multipart=False))
+        created = await self.uploads.create(owner, new._replace(method="POST", multipart=False))
         assert created.form is not None  # a new pending POST upload always has its form
         return created.record, created.form
 
@@ -61,7 +60,7 @@ class Companion:
                 "default part size stops being whole MiB; use the native API for such files",
                 details={"max_size": UPPY_MULTIPART_MAX_SIZE},
             )
-        created = await self.uploads.create(owner, replace(new, method="PUT", multipart=True))
+        created = await self.uploads.create(owner, new._replace(method="PUT", multipart=True))
         # Up to UPPY_MULTIPART_MAX_SIZE the broker's plan and Uppy's rule both give 5 MiB;
         # of an unknown size, parts are signed without a length and checked at completion.
         assert created.multipart is not None

@@ -13,9 +13,9 @@ import json
 import logging
 import math
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 from urllib.parse import quote
 
 from broker import metrics
@@ -39,15 +39,15 @@ MIB = 1024**2
 MAX_PARTS = 10_000
 
 
-@dataclass(frozen=True)
-class NewUpload:
-    """What a client asks to upload (already validated for shape by the API layer)."""
+class NewUpload(NamedTuple):
+    """What a client asks to upload (already validated for shape by the API layer); a
+    NamedTuple, as Upload: built on every create."""
 
     filename: str
     content_type: str
     size: int | None  # None: known only once stored (Uppy); then capped by the policy
     sha256: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = {}  # noqa: RUF012 (never mutated)
     policy: str | None = None
     method: Literal["PUT", "POST"] = "PUT"
     multipart: bool = False
@@ -55,7 +55,7 @@ class NewUpload:
 
     def fingerprint(self) -> str:
         """Identifies the request, so a reused Idempotency-Key with another body is caught."""
-        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self._asdict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -60,7 +60,7 @@ async def list_uploads(
         page = await ops.list(filters, "-created_at", limit, None)
     now = datetime.now(UTC)
     if as_json:
-        return to_json(page.items)
+        return to_json([upload._asdict() for upload in page.items])
     return table(
         ["id", "status", "owner", "policy", "size", "age", "filename", "stuck"],
         [
@@ -75,7 +75,7 @@ async def list_uploads(
 async def show_upload(settings: config.Settings, upload_id: uuid.UUID, as_json: bool) -> str:
     async with operator(settings) as ops:
         found = await ops.inspect(upload_id)
-    record = asdict(found.record)
+    record = found.record._asdict()
     stored = found.stored
     state = {
         "exists": stored is not None,

@@ -383,7 +383,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; }
 
 
 def render_ops_page(stats: Stats, pending_uploads: Sequence[Upload], now: datetime) -> str:
-    return _render_ops_page(_as_mapping(stats), [asdict(u) for u in pending_uploads], now)
+    return _render_ops_page(_as_mapping(stats), [u._asdict() for u in pending_uploads], now)
 
 
 def _as_mapping(stats: Stats) -> dict[str, Any]:

@@ -119,12 +119,10 @@ def test_every_named_query_prepares_against_the_migrated_schema(database_url):
 def test_queries_returning_uploads_list_the_columns_of_the_domain_value(database_url):
     """The database adapter builds Upload from a row by position: the columns must be
     Upload's fields, in order, for every statement that returns uploads."""
-    import dataclasses
-
     from broker.adapters import db
     from broker.domain.model import Upload
 
-    fields = [field.name for field in dataclasses.fields(Upload)]
+    fields = list(Upload._fields)
     queries = db.load_queries()
 
     async def columns_of_upload_queries(conn):

@@ -134,7 +134,7 @@ class MemoryQueries:
         upload = self.uploads.get(upload_id)
         if upload is None or upload.status not in allowed:
             return None
-        changed = dataclasses.replace(upload, updated_at=self.clock(), **fields)
+        changed = upload._replace(updated_at=self.clock(), **fields)
         self.uploads[upload_id] = changed
         self._log(changed, actor, detail)
         return changed

@@ -22,7 +22,7 @@ from broker.adapters import migrate, storage
 from broker.app import create_app
 from broker.dev import devstack
 from broker.domain import errors, policies
-from broker.domain.model import UploadFilters
+from broker.domain.model import UploadFilters, UploadStatus
 from broker.ops import commands
 
 GC_YOUNG_THRESHOLD = 20_000
@@ -176,7 +176,7 @@ async def operator_command(args: argparse.Namespace, settings: config.Settings) 
         return await commands.show_upload(settings, args.upload_id, args.json)
     longer = args.pending_longer_than
     filters = UploadFilters(
-        status=args.status,
+        status=UploadStatus(args.status) if args.status else None,
         owner=args.owner,
         policy=args.policy,
         pending_longer_than_seconds=commands.parse_duration(longer) if longer else None,
@@ -213,9 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_uploads = commands.add_parser("uploads", help="list or show uploads (operators)")
     uploads_commands = p_uploads.add_subparsers(dest="uploads_command", required=True)
     p_list = uploads_commands.add_parser("list", help="uploads, newest first")
-    p_list.add_argument(
-        "--status", choices=["pending", "finalized", "rejected", "expired", "deleted"]
-    )
+    p_list.add_argument("--status", choices=[status.value for status in UploadStatus])
     p_list.add_argument("--owner")
     p_list.add_argument("--policy")
     p_list.add_argument(

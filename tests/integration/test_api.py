@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 
@@ -10,6 +11,9 @@ import pytest
 
 from broker import auth
 from tests.conftest import create_upload
+
+# As the interpreter set them, before any test built an app (collection comes first).
+DEFAULT_GC_THRESHOLDS = gc.get_threshold()
 
 VALID = {"filename": "a.txt", "content_type": "text/plain", "size": 10}
 
@@ -37,6 +41,32 @@ def test_requests_without_a_valid_token_are_401(api, authorization):
     ):
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "ERR_UNAUTHORIZED"
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"filename": 42}', b"[]"])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/uploads"),
+        ("POST", f"/v1/uploads/{uuid.uuid4()}/parts"),
+        ("POST", f"/v1/uploads/{uuid.uuid4()}/complete"),
+        ("POST", "/s3/multipart"),
+        ("POST", "/uppy/not-a-token/s3/multipart"),
+        ("POST", "/s3/multipart/x/complete?key=k"),
+        ("POST", f"/v1/admin/uploads/{uuid.uuid4()}/expire"),
+    ],
+)
+def test_a_bad_body_without_a_token_is_401_not_a_validation_error(api, method, path, body):
+    """Every route checks who is asking before it reads the body."""
+    response = api.request(method, path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "ERR_UNAUTHORIZED"
+
+
+def test_a_create_app_leaves_the_garbage_collector_alone(broker):
+    """The app factory (run here by the test server) does not tune GC; `broker serve` does."""
+    assert gc.get_threshold() == DEFAULT_GC_THRESHOLDS
+    assert gc.get_freeze_count() == 0
 
 
 def test_an_expired_token_is_401(api, settings):

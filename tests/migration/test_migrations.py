@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import asyncpg
 import pytest
 
 from broker.adapters import migrate
+from broker.domain.model import ChecksumAlgorithm, Transfer, UploadStatus
 from tests import services
 
 TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
@@ -138,3 +140,23 @@ def test_queries_returning_uploads_list_the_columns_of_the_domain_value(database
     found = services.run(_with_connection(database_url, columns_of_upload_queries))
     assert len(found) >= 12
     assert {name: names for name, names in found.items() if names != fields} == {}
+
+
+@pytest.mark.parametrize(
+    ("constraint", "values"),
+    [
+        ("uploads_status_check", {s.value for s in UploadStatus}),
+        ("uploads_transfer_check", {t.value for t in Transfer}),
+        ("uploads_checksum_algorithm_check", {a.value for a in ChecksumAlgorithm}),
+    ],
+)
+def test_the_schema_allows_exactly_the_values_of_the_domain_enums(database_url, constraint, values):
+    """The enums of broker/domain/model.py are the one definition; the schema must agree."""
+
+    async def definition(conn):
+        return await conn.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = $1", constraint
+        )
+
+    text = services.run(_with_connection(database_url, definition))
+    assert set(re.findall(r"'([^']+)'::text", text)) == values

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import tenacity
 
-from broker.adapters import db, storage
+from broker.adapters import db, queries, storage
 from broker.config import Settings
 from broker.domain.policies import Policies, load_policies
 from broker.flows import (
@@ -47,11 +47,11 @@ class Flows:
 def build(settings: Settings, database: db.Database, store: storage.Storage) -> Flows:
     """Wire the use cases to the adapters (no I/O)."""
     policies: Policies = load_policies(settings)
-    queries = db.Queries(database)
+    statements = queries.Queries(database)
 
     def new_uploads(part_size: int) -> uploads.Uploads:
         return uploads.Uploads(
-            queries,
+            statements,
             store,
             policies,
             multipart_threshold=settings.multipart_threshold_bytes,
@@ -60,9 +60,9 @@ def build(settings: Settings, database: db.Database, store: storage.Storage) -> 
         )
 
     native = new_uploads(settings.multipart_part_size_bytes)
-    finalizer = finalization.Finalizer(queries, store)
+    finalizer = finalization.Finalizer(statements, store)
     checker = reconciler.Reconciler(
-        queries, store, finalizer, policies, orphan_grace_seconds=settings.orphan_grace_seconds
+        statements, store, finalizer, policies, orphan_grace_seconds=settings.orphan_grace_seconds
     )
     return Flows(
         uploads=native,
@@ -71,13 +71,13 @@ def build(settings: Settings, database: db.Database, store: storage.Storage) -> 
         companion=companion.Companion(new_uploads(companion.UPPY_MIN_PART_SIZE)),
         finalizer=finalizer,
         reconciler=checker,
-        admin=admin.Admin(queries, store, checker),
+        admin=admin.Admin(statements, store, checker),
         live=live.LiveStatus(
-            queries,
+            statements,
             functools.partial(db.listen_forever, settings.database_url, live.CHANNEL),
             settings.sse_heartbeat_seconds,
         ),
-        probes=health.Probes(queries, store),
+        probes=health.Probes(statements, store),
     )
 
 

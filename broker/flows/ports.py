@@ -1,6 +1,6 @@
 """The two interfaces the use cases need from the outside world, and nothing more.
 
-broker/adapters/db.py (Queries) and broker/adapters/storage.py (Storage) implement them
+broker/adapters/queries.py (Queries) and broker/adapters/storage.py (Storage) implement them
 for PostgreSQL and MinIO; tests/unit/fakes.py implements them in memory, so the use cases
 run in a unit test without either service.
 """

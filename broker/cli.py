@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import asyncpg
 import uvicorn
 from dotenv import dotenv_values
 from fastapi import FastAPI
@@ -48,26 +47,9 @@ def serve(host: str, port: int, workers: int) -> None:
     )
 
 
-async def run_migrations(database_url: str, action: str, steps: int) -> None:
-    """Apply, revert or list migrations and print what happened."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        if action == "up":
-            done = await migrate.upgrade(conn)
-            print("\n".join(f"applied {name}" for name in done) or "nothing to apply")
-        elif action == "down":
-            done = await migrate.downgrade(conn, steps)
-            print("\n".join(f"reverted {name}" for name in done) or "nothing to revert")
-        else:
-            for item in await migrate.status(conn):
-                print(f"{item.name:40} {item.applied_at or 'pending'}")
-    finally:
-        await conn.close()
-
-
 def initialize(settings: config.Settings) -> None:
     """Apply migrations, create the bucket and subscribe it to the broker's webhook targets."""
-    asyncio.run(run_migrations(settings.database_url, "up", 0))
+    print("\n".join(asyncio.run(migrate.run(settings.database_url, "up"))))
     storage.Storage(settings).ensure_bucket(list(settings.s3_notify_arns))
     print(f"bucket {settings.s3_bucket!r} subscribed to {', '.join(settings.s3_notify_arns)}")
 
@@ -234,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve(args.host, args.port, args.workers)
         elif args.command == "migrate":
             database_url = config.load_settings().database_url
-            asyncio.run(run_migrations(database_url, args.action, args.steps))
+            print("\n".join(asyncio.run(migrate.run(database_url, args.action, args.steps))))
         elif args.command == "init":
             initialize(config.load_settings())
         elif args.command == "token":

@@ -8,6 +8,7 @@ FROM python:3.11.16-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+# An empty working directory: relative paths given at run time resolve here, not in /.
 WORKDIR /app
 
 # Dependencies first, read from pyproject.toml alone: this layer is rebuilt only when
@@ -16,26 +17,22 @@ COPY pyproject.toml ./
 RUN python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
-# Code last. An editable install, on purpose: the migration runner looks for its SQL
-# files next to the package (migrate.DEFAULT_DIR = <package>/../migrations). A regular
-# install would put the package in site-packages and DEFAULT_DIR would point at
-# site-packages/migrations. Editable, the package is imported from /app/broker, so
-# DEFAULT_DIR is /app/migrations, exactly as in a checkout. The runtime stage keeps the
-# same paths (/opt/venv, /app/broker) that the editable install recorded.
+# Code last: a regular (non-editable) install into the venv. The migrations ship inside
+# the package as broker.migrations (see pyproject.toml), and queries.sql as package data,
+# so the runtime image needs nothing but the venv.
 COPY broker ./broker
-RUN pip install --no-deps -e . \
- && python -m compileall -q broker
+COPY migrations ./migrations
+RUN pip install --no-deps .
 
 FROM python:3.11.16-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN groupadd --system --gid 10001 broker \
  && useradd --system --no-log-init --uid 10001 --gid broker \
       --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin broker
-COPY --from=builder /opt/venv /opt/venv
-WORKDIR /app
 # Owned by root and read-only for the broker user: the code cannot be changed at run time.
-COPY --from=builder /app/broker ./broker
-COPY migrations ./migrations
+COPY --from=builder /opt/venv /opt/venv
+# An empty working directory: relative paths given at run time resolve here, not in /.
+WORKDIR /app
 # Numeric, so a runtime (e.g. runAsNonRoot) can tell it is not root without /etc/passwd.
 USER 10001:10001
 EXPOSE 8000

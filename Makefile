@@ -4,10 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Installs the Debian packages a target needs when missing (as root; otherwise says how).
+PACKAGES := PYTHON=$(PYTHON) .ci/system-packages
 
 .PHONY: run test web token broker lint docker-lint bench venv minio clean
 
 $(STAMP): pyproject.toml
+	@$(PACKAGES) venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -17,10 +20,12 @@ venv: $(STAMP)
 
 ## minio: build the pinned MinIO (.minio-version) with go install unless a minio binary exists
 minio: $(STAMP)
+	@$(PACKAGES) minio
 	@$(BIN)/python -c "from broker.dev import devstack; print('minio:', devstack.minio_binary())"
 
 ## run: PostgreSQL + MinIO + the broker on 127.0.0.1:8000, state in .state/ (Ctrl-C stops all)
 run: $(STAMP)
+	@$(PACKAGES) run
 	$(BIN)/broker dev
 
 ## token: a bearer token for the local stack: make token SUB=alice [ADMIN=1] [SCOPE=uppy]
@@ -31,13 +36,21 @@ token: $(STAMP)
 broker: $(STAMP)
 	@set -a; . .state/dev.env; set +a; $(BIN)/broker $(ARGS)
 
-## web: the TypeScript client (built and unit-tested) and the browser test pages
-web: $(STAMP)
+define build_web
 	cd clients/ts && npm ci --no-audit --no-fund && npm run check-generated && npm run build && npm test
 	cd tests/e2e/web && npm ci --no-audit --no-fund && npm run build
+endef
 
-## test: the whole suite against real PostgreSQL, MinIO and Chromium
-test: $(STAMP) web
+## web: the TypeScript client (built and unit-tested) and the browser test pages
+web: $(STAMP)
+	@$(PACKAGES) web
+	$(build_web)
+
+## test: the whole suite against real PostgreSQL, MinIO and Chromium (builds web first)
+# One package check for all of it (one apt-get update), then the web build, then pytest.
+test: $(STAMP)
+	@$(PACKAGES) test
+	$(build_web)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -52,6 +65,7 @@ docker-lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile Dockerfile.minio
 
 bench: $(STAMP)
+	@$(PACKAGES) bench
 	$(BIN)/python -m bench.run
 
 clean:

@@ -6,13 +6,11 @@ import argparse
 import asyncio
 import gc
 import os
-import secrets
 import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import asyncpg
 import uvicorn
 from dotenv import dotenv_values
 from fastapi import FastAPI
@@ -20,7 +18,6 @@ from fastapi import FastAPI
 from broker import auth, config, logs
 from broker.adapters import migrate, storage
 from broker.app import create_app
-from broker.dev import devstack
 from broker.domain import errors, policies
 from broker.domain.model import UploadFilters, UploadStatus
 from broker.ops import commands
@@ -63,26 +60,9 @@ def serve(host: str, port: int, workers: int) -> None:
     )
 
 
-async def run_migrations(database_url: str, action: str, steps: int) -> None:
-    """Apply, revert or list migrations and print what happened."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        if action == "up":
-            done = await migrate.upgrade(conn)
-            print("\n".join(f"applied {name}" for name in done) or "nothing to apply")
-        elif action == "down":
-            done = await migrate.downgrade(conn, steps)
-            print("\n".join(f"reverted {name}" for name in done) or "nothing to revert")
-        else:
-            for item in await migrate.status(conn):
-                print(f"{item.name:40} {item.applied_at or 'pending'}")
-    finally:
-        await conn.close()
-
-
 def initialize(settings: config.Settings) -> None:
     """Apply migrations, create the bucket and subscribe it to the broker's webhook targets."""
-    asyncio.run(run_migrations(settings.database_url, "up", 0))
+    print("\n".join(asyncio.run(migrate.run(settings.database_url, "up"))))
     storage.Storage(settings).ensure_bucket(list(settings.s3_notify_arns))
     print(f"bucket {settings.s3_bucket!r} subscribed to {', '.join(settings.s3_notify_arns)}")
 
@@ -93,77 +73,6 @@ def mint_token(env_file: str, subject: str, ttl: int, admin: bool, scope: str | 
     if not secret:
         raise config.ConfigError(f"BROKER_JWT_SECRET is not set (nor in {env_file})")
     return auth.issue_token(secret, subject, ttl, admin=admin, scope=scope)
-
-
-def dev(state_dir: Path, host: str, port: int) -> None:
-    """Run PostgreSQL, MinIO and the broker locally in the foreground; Ctrl-C stops all three."""
-    env_file = state_dir / "dev.env"
-    values = _dev_environment(state_dir, env_file, port)
-    os.environ.update({k: v for k, v in values.items() if k not in os.environ})
-    pg_port = int(os.environ["BROKER_DEV_PG_PORT"])
-    minio_port = int(os.environ["BROKER_DEV_MINIO_PORT"])
-    postgres = devstack.LocalPostgres(state_dir / "pg", pg_port, values["BROKER_DEV_PG_PASSWORD"])
-    minio = devstack.LocalMinio(
-        data_dir=state_dir / "minio",
-        port=minio_port,
-        root_user=os.environ["BROKER_S3_ACCESS_KEY"],
-        root_password=os.environ["BROKER_S3_SECRET_KEY"],
-        webhook_endpoint=f"http://127.0.0.1:{port}/v1/webhooks/minio",
-        webhook_token=os.environ["BROKER_WEBHOOK_TOKEN"],
-        # MinIO's CORS is global (no per-bucket rules in the community edition): the same
-        # origins as the broker's, or any origin when none are set.
-        cors_origins=os.environ.get("BROKER_CORS_ORIGINS") or "*",
-    )
-    try:
-        print(f"starting PostgreSQL on 127.0.0.1:{pg_port} ...", flush=True)
-        postgres.start()
-        print(f"starting MinIO on 127.0.0.1:{minio_port} ...", flush=True)
-        minio.start()
-        settings = config.load_settings()
-        initialize(settings)
-        print(
-            f"\nbroker      http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n"
-            f"minio       {minio.endpoint}  (credentials in {env_file})\n"
-            f"postgres    127.0.0.1:{pg_port}, data in {postgres.data_dir}\n"
-            f"state       {state_dir.resolve()}  (delete it to start from scratch)\n"
-            f"token       make token SUB=alice\n",
-            flush=True,
-        )
-        serve(host, port, workers=1)
-    finally:
-        minio.stop()
-        postgres.stop()
-        print("stopped MinIO and PostgreSQL", flush=True)
-
-
-def _dev_environment(state_dir: Path, env_file: Path, port: int) -> dict[str, str]:
-    """The local stack's settings, generated once into `env_file` and reused after."""
-    values: dict[str, str] = {}
-    if env_file.exists():
-        values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
-    else:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        minio_port = int(os.environ.get("BROKER_DEV_MINIO_PORT", "9000"))
-        values = {
-            "BROKER_DEV_PG_PORT": os.environ.get("BROKER_DEV_PG_PORT", "55432"),
-            "BROKER_DEV_PG_PASSWORD": secrets.token_hex(16),
-            "BROKER_DEV_MINIO_PORT": str(minio_port),
-            "BROKER_S3_ENDPOINT": f"http://127.0.0.1:{minio_port}",
-            "BROKER_S3_ACCESS_KEY": "broker-dev",
-            "BROKER_S3_SECRET_KEY": secrets.token_hex(20),
-            "BROKER_S3_BUCKET": "uploads",
-            "BROKER_JWT_SECRET": secrets.token_hex(32),
-            "BROKER_WEBHOOK_TOKEN": secrets.token_hex(24),
-        }
-    # Kept in the file too, so that `make broker ARGS=...` reaches the same database.
-    values.setdefault(
-        "BROKER_DATABASE_URL",
-        f"postgresql://broker:{values['BROKER_DEV_PG_PASSWORD']}"
-        f"@127.0.0.1:{values['BROKER_DEV_PG_PORT']}/broker",
-    )
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    env_file.chmod(0o600)
-    return values
 
 
 async def operator_command(args: argparse.Namespace, settings: config.Settings) -> str:
@@ -247,16 +156,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve(args.host, args.port, args.workers)
         elif args.command == "migrate":
             database_url = config.load_settings().database_url
-            asyncio.run(run_migrations(database_url, args.action, args.steps))
+            print("\n".join(asyncio.run(migrate.run(database_url, args.action, args.steps))))
         elif args.command == "init":
             initialize(config.load_settings())
         elif args.command == "token":
             print(mint_token(args.env_file, args.sub, args.ttl, args.admin, args.scope))
         elif args.command == "dev":
-            dev(args.state_dir, args.host, args.port)
+            # Development only: the service itself never imports broker.dev.
+            from broker.dev import devstack, stack
+
+            try:
+                stack.dev(args.state_dir, args.host, args.port, initialize, serve)
+            except devstack.StackError as exc:
+                print(f"broker: {exc}", file=sys.stderr)
+                return 2
         else:
             print(asyncio.run(operator_command(args, config.load_settings())))
-    except (config.ConfigError, migrate.MigrationError, devstack.StackError, ValueError) as exc:
+    except (config.ConfigError, migrate.MigrationError, ValueError) as exc:
         print(f"broker: {exc}", file=sys.stderr)
         return 2
     except errors.BrokerError as exc:

@@ -160,3 +160,20 @@ async def status(conn: asyncpg.Connection, directory: Path = DEFAULT_DIR) -> lis
     finally:
         await _unlock(conn)
     return [MigrationStatus(m.version, m.name, applied.get(m.version)) for m in migrations]
+
+
+async def run(database_url: str, action: str, steps: int = 1) -> list[str]:
+    """`broker migrate up | down | status` on its own connection; return the lines to print."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        if action == "up":
+            done = await upgrade(conn)
+            return [f"applied {name}" for name in done] or ["nothing to apply"]
+        if action == "down":
+            done = await downgrade(conn, steps)
+            return [f"reverted {name}" for name in done] or ["nothing to revert"]
+        if action == "status":
+            return [f"{item.name:40} {item.applied_at or 'pending'}" for item in await status(conn)]
+        raise MigrationError(f"unknown action {action!r}: up, down or status")
+    finally:
+        await conn.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
@@ -15,9 +14,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# broker/dev/devstack.py -> the checkout (`make run` and the tests run from one).
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MINIO_VERSION_FILE = REPO_ROOT / ".minio-version"
 MINIO_MODULE = "github.com/minio/minio"
 # The two MinIO webhook targets the broker subscribes its bucket to (see README, "Webhook").
@@ -187,17 +185,32 @@ class LocalPostgres:
         self._create_database()
 
     def _create_database(self) -> None:
-        async def create() -> None:
-            conn = await asyncpg.connect(self.url.rsplit("/", 1)[0] + "/postgres")
-            try:
-                if not await conn.fetchval(
-                    "SELECT 1 FROM pg_database WHERE datname = $1", self.database
-                ):
-                    await conn.execute(f'CREATE DATABASE "{self.database}"')
-            finally:
-                await conn.close()
-
-        asyncio.run(create())
+        """Create the database unless it exists, with the cluster's own psql (\\gexec runs
+        the CREATE only when the SELECT returns it): no database driver needed here."""
+        script = (
+            "SELECT format('CREATE DATABASE %I', :'name') "
+            "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'name')\\gexec\n"
+        )
+        result = subprocess.run(
+            [
+                str(postgres_bin_dir() / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                f"name={self.database}",
+                f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres",
+            ],
+            input=script,
+            # In the environment, not the command line, where `ps` would show it.
+            env={**os.environ, "PGPASSWORD": self.password},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"creating database {self.database!r} failed: {result.stderr.strip()}")
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are ended)."""

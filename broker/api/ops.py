@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from html import escape
 
 import jwt
 from fastapi import APIRouter, Request
@@ -50,29 +49,16 @@ def _page(content: str, status_code: int = 200) -> HTMLResponse:
 
 
 def _unauthorized(request: Request, reason: str, forget_cookie: bool = False) -> HTMLResponse:
-    login = escape(f"{_ops_path(request)}/login?token=")
-    body = (
-        f"<p>{escape(reason)} This page needs a token with the admin claim.</p>"
-        "<p>Mint one where the broker's <code>BROKER_JWT_SECRET</code> is set:</p>"
-        "<pre>broker token --sub NAME --admin</pre>"
-        f"<p>then open <code>{login}&lt;token&gt;</code> in this browser. The token is kept in "
-        "an HttpOnly cookie for this page only, until it expires.</p>"
-    )
-    response = _page(ops_page.render_message_page("Sign in required", body, 401), 401)
+    response = _page(ops_page.render_sign_in_page(reason, _ops_path(request)), 401)
     response.headers["WWW-Authenticate"] = 'Bearer realm="broker ops"'
     if forget_cookie:  # its token no longer works: drop it rather than send it again
         response.delete_cookie(COOKIE, path=_ops_path(request), httponly=True, samesite="strict")
     return response
 
 
-def _forbidden(principal: auth.Principal) -> HTMLResponse:
-    body = (
-        f"<p>The token of <strong>{escape(principal.subject)}</strong> is valid but has no "
-        "admin claim.</p><p>Mint an operator's token with "
-        "<code>broker token --sub NAME --admin</code> and sign in again with "
-        "<code>/ops/login?token=&lt;token&gt;</code>.</p>"
-    )
-    return _page(ops_page.render_message_page("Admin token required", body, 403), 403)
+def _forbidden(request: Request, principal: auth.Principal) -> HTMLResponse:
+    page = ops_page.render_admin_required_page(principal.subject, _ops_path(request))
+    return _page(page, 403)
 
 
 def _verify(request: Request, token: str) -> auth.Principal | None:
@@ -103,7 +89,7 @@ async def ops(request: Request) -> Response:
             request, "The token is invalid or has expired.", forget_cookie=header_token is None
         )
     if not principal.admin:
-        return _forbidden(principal)
+        return _forbidden(request, principal)
     service = flows_of(request).admin
     stats = await service.stats()
     pending_only = UploadFilters(status=UploadStatus.PENDING)
@@ -120,7 +106,7 @@ async def ops_login(request: Request, token: str | None = None) -> Response:
     if principal is None:
         return _unauthorized(request, "The token is invalid or has expired.")
     if not principal.admin:
-        return _forbidden(principal)
+        return _forbidden(request, principal)
     response = RedirectResponse(_ops_path(request), status_code=303, headers=SECURITY_HEADERS)
     response.set_cookie(
         COOKIE,

@@ -4,6 +4,9 @@ A browser cannot send an Authorization header when it navigates, so besides the 
 header the page accepts the admin token from the HttpOnly cookie `broker_ops`, which
 `GET /ops/login?token=<jwt>` sets before redirecting to /ops (so the token leaves the
 address bar at once).
+
+The pages come from broker.ops.page (Jinja2 templates); their one stylesheet is served here
+too, so the Content-Security-Policy allows styles from this origin only, never inline.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ COOKIE = "broker_ops"
 DEFAULT_COOKIE_SECONDS = 3600
 PENDING_ROWS = 100
 
-# Every response of these routes: never cached, never framed, no scripts, no referrer
-# (the login URL carries a token).
+# Every response of these routes: never cached, never framed, no scripts, no inline styles,
+# no referrer (the login URL carries a token). The stylesheet alone may be cached.
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+        "default-src 'none'; style-src 'self'; img-src data:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     ),
     "Referrer-Policy": "no-referrer",
@@ -94,7 +97,21 @@ async def ops(request: Request) -> Response:
     stats = await service.stats()
     pending_only = UploadFilters(status=UploadStatus.PENDING)
     pending = await service.list(pending_only, "created_at", PENDING_ROWS, None)
-    return _page(ops_page.render_ops_page(stats, pending.items, datetime.now(UTC)))
+    page = ops_page.render_ops_page(stats, pending.items, datetime.now(UTC), _ops_path(request))
+    return _page(page)
+
+
+@router.get("/ops/static/ops.css", include_in_schema=False)
+async def ops_stylesheet(v: str | None = None) -> Response:
+    """The /ops pages' stylesheet. The pages link it with its content hash as `v`, and that
+    URL is cached for good; any other (an older page, a rolling deploy) only briefly."""
+    stylesheet = ops_page.stylesheet()
+    cache = "max-age=31536000, immutable" if v == stylesheet.version else "max-age=300"
+    return Response(
+        stylesheet.text,
+        media_type="text/css",
+        headers={**SECURITY_HEADERS, "Cache-Control": cache},
+    )
 
 
 @router.get("/ops/login", response_class=HTMLResponse, include_in_schema=False)

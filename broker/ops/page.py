@@ -3,13 +3,14 @@ reading the package's own files, no JavaScript.
 
 Autoescaping is on for every .html template, so filenames and owners (user input) are
 escaped on their way into the page; no HTML is built in Python. The styles live in
-static/ops.css. The chart's geometry is computed here and drawn by the template as inline
-SVG.
+static/ops.css, which the pages link, so their Content-Security-Policy can forbid inline
+styles. The chart's geometry is computed here and drawn by the template as inline SVG.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -121,10 +122,24 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
+@dataclass(frozen=True, slots=True)
+class Stylesheet:
+    """The pages' stylesheet and a short hash of it, which versions its URL."""
+
+    text: str
+    version: str
+
+
 @functools.cache
-def stylesheet() -> str:
+def stylesheet() -> Stylesheet:
     """static/ops.css, read once."""
-    return (resources.files("broker.ops") / "static" / STYLESHEET).read_text("utf-8")
+    text = (resources.files("broker.ops") / "static" / STYLESHEET).read_text("utf-8")
+    return Stylesheet(text, hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def stylesheet_url(ops_path: str) -> str:
+    """Where the pages link the stylesheet; the version changes with its content."""
+    return f"{ops_path}/static/{STYLESHEET}?v={stylesheet().version}"
 
 
 # ---------------------------------------------------------------- counts
@@ -253,15 +268,23 @@ def chart_geometry(hourly: Sequence[HourlyCount]) -> Chart:
 # ---------------------------------------------------------------- pages
 
 
-def _render(template: str, **context: object) -> str:
-    return _environment().get_template(template).render(context, stylesheet=stylesheet())
+def _render(template: str, ops_path: str, **context: object) -> str:
+    page = _environment().get_template(template)
+    return page.render(context, stylesheet_url=stylesheet_url(ops_path), ops_path=ops_path)
 
 
-def render_ops_page(stats: Stats, pending_uploads: Sequence[Upload], now: datetime) -> str:
-    """The whole operators' page for `Admin.stats()` and the oldest pending uploads."""
+def render_ops_page(
+    stats: Stats, pending_uploads: Sequence[Upload], now: datetime, ops_path: str = "/ops"
+) -> str:
+    """The whole operators' page for `Admin.stats()` and the oldest pending uploads.
+
+    `ops_path` is where the page is served (under a proxy's root path, say): the page links
+    its stylesheet there.
+    """
     now = _utc(now)
     return _render(
         "ops.html",
+        ops_path,
         now=now,
         stats=stats,
         totals=status_totals(stats.by_status_and_policy),
@@ -274,9 +297,9 @@ def render_ops_page(stats: Stats, pending_uploads: Sequence[Upload], now: dateti
 
 def render_sign_in_page(reason: str, ops_path: str = "/ops") -> str:
     """The 401 page: why the request was refused (plain text) and how to sign in."""
-    return _render("sign_in.html", reason=reason, ops_path=ops_path)
+    return _render("sign_in.html", ops_path, reason=reason)
 
 
 def render_admin_required_page(subject: str, ops_path: str = "/ops") -> str:
     """The 403 page: whose token was valid but not an admin's, and how to get one."""
-    return _render("admin_required.html", subject=subject, ops_path=ops_path)
+    return _render("admin_required.html", ops_path, subject=subject)

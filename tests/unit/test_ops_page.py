@@ -229,7 +229,11 @@ def test_the_page_is_self_contained_and_refreshes_itself() -> None:
     assert page.startswith("<!doctype html>")
     assert '<meta http-equiv="refresh" content="30">' in page
     tags = parse(page)
-    assert not [tag for tag, _ in tags if tag in ("script", "link", "img", "iframe")]
+    assert not [tag for tag, _ in tags if tag in ("script", "img", "iframe")]
+    # Its one outside resource: its own stylesheet, versioned by content.
+    links = [attrs for tag, attrs in tags if tag == "link"]
+    version = ops_page.stylesheet().version
+    assert links == [{"rel": "stylesheet", "href": f"/ops/static/ops.css?v={version}"}]
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     ids = [attrs["id"] for _, attrs in tags if attrs.get("id")]
     assert len(ids) == len(set(ids))
@@ -241,6 +245,26 @@ def test_a_cut_pending_list_says_how_many_more_there_are() -> None:
     page = ops_page.render_ops_page(stats(pending=150), [upload(), upload()], NOW)
     assert "The oldest 2 of 150 pending uploads, oldest first." in page
     assert "No pending uploads." in ops_page.render_ops_page(stats(pending=0), [], NOW)
+
+
+def test_the_stylesheet_is_linked_where_the_page_is_served() -> None:
+    page = ops_page.render_ops_page(stats(), [], NOW, ops_path="/broker/ops")
+    (href,) = [attrs["href"] for tag, attrs in parse(page) if tag == "link"]
+    assert href is not None and href.startswith("/broker/ops/static/ops.css?v=")
+
+
+def test_no_page_has_inline_styles() -> None:
+    """The CSP says style-src 'self': an inline style would be dropped by the browser."""
+    pages = [
+        ops_page.render_ops_page(stats(), [upload(), upload(expires_at=NOW)], NOW),
+        ops_page.render_sign_in_page("No admin token was sent."),
+        ops_page.render_admin_required_page("alice"),
+    ]
+    for page in pages:
+        tags = parse(page)
+        assert "style" not in [tag for tag, _ in tags]
+        assert not [attrs for _, attrs in tags if "style" in attrs]
+        assert not re.search(r"<style|\sstyle\s*=", page, re.I)
 
 
 def test_the_message_pages_escape_what_they_are_given() -> None:

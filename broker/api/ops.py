@@ -4,13 +4,15 @@ A browser cannot send an Authorization header when it navigates, so besides the 
 header the page accepts the admin token from the HttpOnly cookie `broker_ops`, which
 `GET /ops/login?token=<jwt>` sets before redirecting to /ops (so the token leaves the
 address bar at once).
+
+The pages come from broker.ops.page (Jinja2 templates); their one stylesheet is served here
+too, so the Content-Security-Policy allows styles from this origin only, never inline.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from html import escape
 
 import jwt
 from fastapi import APIRouter, Request
@@ -27,12 +29,12 @@ COOKIE = "broker_ops"
 DEFAULT_COOKIE_SECONDS = 3600
 PENDING_ROWS = 100
 
-# Every response of these routes: never cached, never framed, no scripts, no referrer
-# (the login URL carries a token).
+# Every response of these routes: never cached, never framed, no scripts, no inline styles,
+# no referrer (the login URL carries a token). The stylesheet alone may be cached.
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+        "default-src 'none'; style-src 'self'; img-src data:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     ),
     "Referrer-Policy": "no-referrer",
@@ -50,29 +52,16 @@ def _page(content: str, status_code: int = 200) -> HTMLResponse:
 
 
 def _unauthorized(request: Request, reason: str, forget_cookie: bool = False) -> HTMLResponse:
-    login = escape(f"{_ops_path(request)}/login?token=")
-    body = (
-        f"<p>{escape(reason)} This page needs a token with the admin claim.</p>"
-        "<p>Mint one where the broker's <code>BROKER_JWT_SECRET</code> is set:</p>"
-        "<pre>broker token --sub NAME --admin</pre>"
-        f"<p>then open <code>{login}&lt;token&gt;</code> in this browser. The token is kept in "
-        "an HttpOnly cookie for this page only, until it expires.</p>"
-    )
-    response = _page(ops_page.render_message_page("Sign in required", body, 401), 401)
+    response = _page(ops_page.render_sign_in_page(reason, _ops_path(request)), 401)
     response.headers["WWW-Authenticate"] = 'Bearer realm="broker ops"'
     if forget_cookie:  # its token no longer works: drop it rather than send it again
         response.delete_cookie(COOKIE, path=_ops_path(request), httponly=True, samesite="strict")
     return response
 
 
-def _forbidden(principal: auth.Principal) -> HTMLResponse:
-    body = (
-        f"<p>The token of <strong>{escape(principal.subject)}</strong> is valid but has no "
-        "admin claim.</p><p>Mint an operator's token with "
-        "<code>broker token --sub NAME --admin</code> and sign in again with "
-        "<code>/ops/login?token=&lt;token&gt;</code>.</p>"
-    )
-    return _page(ops_page.render_message_page("Admin token required", body, 403), 403)
+def _forbidden(request: Request, principal: auth.Principal) -> HTMLResponse:
+    page = ops_page.render_admin_required_page(principal.subject, _ops_path(request))
+    return _page(page, 403)
 
 
 def _verify(request: Request, token: str) -> auth.Principal | None:
@@ -103,12 +92,26 @@ async def ops(request: Request) -> Response:
             request, "The token is invalid or has expired.", forget_cookie=header_token is None
         )
     if not principal.admin:
-        return _forbidden(principal)
+        return _forbidden(request, principal)
     service = flows_of(request).admin
     stats = await service.stats()
     pending_only = UploadFilters(status=UploadStatus.PENDING)
     pending = await service.list(pending_only, "created_at", PENDING_ROWS, None)
-    return _page(ops_page.render_ops_page(stats, pending.items, datetime.now(UTC)))
+    page = ops_page.render_ops_page(stats, pending.items, datetime.now(UTC), _ops_path(request))
+    return _page(page)
+
+
+@router.get("/ops/static/ops.css", include_in_schema=False)
+async def ops_stylesheet(v: str | None = None) -> Response:
+    """The /ops pages' stylesheet. The pages link it with its content hash as `v`, and that
+    URL is cached for good; any other (an older page, a rolling deploy) only briefly."""
+    stylesheet = ops_page.stylesheet()
+    cache = "max-age=31536000, immutable" if v == stylesheet.version else "max-age=300"
+    return Response(
+        stylesheet.text,
+        media_type="text/css",
+        headers={**SECURITY_HEADERS, "Cache-Control": cache},
+    )
 
 
 @router.get("/ops/login", response_class=HTMLResponse, include_in_schema=False)
@@ -120,7 +123,7 @@ async def ops_login(request: Request, token: str | None = None) -> Response:
     if principal is None:
         return _unauthorized(request, "The token is invalid or has expired.")
     if not principal.admin:
-        return _forbidden(principal)
+        return _forbidden(request, principal)
     response = RedirectResponse(_ops_path(request), status_code=303, headers=SECURITY_HEADERS)
     response.set_cookie(
         COOKIE,

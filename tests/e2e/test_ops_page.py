@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 import pytest
-from playwright.sync_api import Dialog, expect
+from playwright.sync_api import Dialog, Response, expect
 
 from broker import auth, config
 from tests.conftest import create_upload
@@ -56,6 +56,17 @@ def test_an_operator_signs_in_and_sees_the_pending_upload(
             dialog.dismiss()
 
         page.on("dialog", record)
+        # The CSP allows styles from the broker only: a refused inline style, or a stylesheet
+        # that fails to load, shows up in the console.
+        console: list[str] = []
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+        stylesheets: list[tuple[str, int]] = []
+
+        def loaded(response: Response) -> None:
+            if response.request.resource_type == "stylesheet":
+                stylesheets.append((response.url.split("?")[0], response.status))
+
+        page.on("response", loaded)
         response = page.goto(f"{broker}/ops/login?token={admin_token}")
         assert response is not None and response.status == 200
 
@@ -107,6 +118,15 @@ def test_an_operator_signs_in_and_sees_the_pending_upload(
         box = chart.bounding_box()
         assert box is not None and box["width"] > 600 and box["height"] > 150
         expect(page.locator("#reconciler-runs")).to_be_attached()
+
+        # Styled by the broker's own stylesheet, and nothing refused by the CSP.
+        assert stylesheets == [(f"{broker}/ops/static/ops.css", 200)]
+        assert "style-src 'self'" in (response.headers.get("content-security-policy") or "")
+        stuck_cell = stuck.locator("td").first
+        expect(stuck_cell).to_have_css("background-color", "rgb(253, 236, 234)")
+        expect(chart.locator("rect.bar.created").first).to_have_css("fill", "rgb(47, 111, 219)")
+        expect(page.locator("header")).to_have_css("background-color", "rgb(23, 33, 43)")
+        assert [line for line in console if line.startswith("error")] == []
 
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "ops-page.png"

@@ -142,7 +142,7 @@ def test_a_pending_upload_past_its_deadline_is_highlighted_and_labelled_stuck() 
     assert rows[str(waiting.id)]["class"] == "waiting"
     # Not colour alone: the stuck rows carry a visible label, the waiting row none.
     for row, expected in ((stuck, 1), (exactly_due, 1), (waiting, 0)):
-        html_row = re.search(rf'<tr [^>]*data-upload-id="{row.id}".*?</tr>', page)
+        html_row = re.search(rf'<tr [^>]*data-upload-id="{row.id}".*?</tr>', page, re.S)
         assert html_row is not None
         assert html_row.group(0).count(">stuck</span>") == expected
     assert "2 are past their deadline, marked stuck." in page
@@ -167,7 +167,7 @@ def test_ages_read_as_their_two_largest_units(seconds: float, expected: str) -> 
 def test_the_pending_table_shows_each_upload_with_its_age() -> None:
     row = upload(created_at=NOW - timedelta(hours=2, minutes=5, seconds=9), size=3 * 1024**2)
     page = ops_page.render_ops_page(stats(), [row], NOW)
-    html_row = re.search(rf'<tr [^>]*data-upload-id="{row.id}".*?</tr>', page)
+    html_row = re.search(rf'<tr [^>]*data-upload-id="{row.id}".*?</tr>', page, re.S)
     assert html_row is not None
     assert '<td class="num" data-testid="age">2h 5m</td>' in html_row.group(0)
     assert "3.0 MiB" in html_row.group(0)
@@ -185,13 +185,13 @@ def test_bytes_read_in_binary_units(size: int, expected: str) -> None:
 
 def test_counts_are_summed_over_policies_per_status() -> None:
     page = ops_page.render_ops_page(stats(), [], NOW)
-    pending_card = re.search(r'data-testid="count-pending">(.*?)</div></div>', page)
+    pending_card = re.search(r'data-testid="count-pending">(.*?)</div>\s*</div>', page, re.S)
     assert pending_card is not None
     assert '<div class="card-value">3</div>' in pending_card.group(0)
     assert "4.0 KiB" in pending_card.group(0)
     # Statuses without uploads still get a card, at zero.
-    assert re.search(r'data-testid="count-deleted">.*?card-value">0<', page)
-    assert re.search(r'data-testid="count-stuck">.*?card-value">1<', page)
+    assert re.search(r'data-testid="count-deleted">.*?card-value">0<', page, re.S)
+    assert re.search(r'data-testid="count-stuck">.*?card-value">1<', page, re.S)
     assert 'data-testid="oldest-pending"' in page and "2h 5m" in page
     assert "Nothing is pending." in page
 
@@ -229,7 +229,11 @@ def test_the_page_is_self_contained_and_refreshes_itself() -> None:
     assert page.startswith("<!doctype html>")
     assert '<meta http-equiv="refresh" content="30">' in page
     tags = parse(page)
-    assert not [tag for tag, _ in tags if tag in ("script", "link", "img", "iframe")]
+    assert not [tag for tag, _ in tags if tag in ("script", "img", "iframe")]
+    # Its one outside resource: its own stylesheet, versioned by content.
+    links = [attrs for tag, attrs in tags if tag == "link"]
+    version = ops_page.stylesheet().version
+    assert links == [{"rel": "stylesheet", "href": f"/ops/static/ops.css?v={version}"}]
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     ids = [attrs["id"] for _, attrs in tags if attrs.get("id")]
     assert len(ids) == len(set(ids))
@@ -241,3 +245,35 @@ def test_a_cut_pending_list_says_how_many_more_there_are() -> None:
     page = ops_page.render_ops_page(stats(pending=150), [upload(), upload()], NOW)
     assert "The oldest 2 of 150 pending uploads, oldest first." in page
     assert "No pending uploads." in ops_page.render_ops_page(stats(pending=0), [], NOW)
+
+
+def test_the_stylesheet_is_linked_where_the_page_is_served() -> None:
+    page = ops_page.render_ops_page(stats(), [], NOW, ops_path="/broker/ops")
+    (href,) = [attrs["href"] for tag, attrs in parse(page) if tag == "link"]
+    assert href is not None and href.startswith("/broker/ops/static/ops.css?v=")
+
+
+def test_no_page_has_inline_styles() -> None:
+    """The CSP says style-src 'self': an inline style would be dropped by the browser."""
+    pages = [
+        ops_page.render_ops_page(stats(), [upload(), upload(expires_at=NOW)], NOW),
+        ops_page.render_sign_in_page("No admin token was sent."),
+        ops_page.render_admin_required_page("alice"),
+    ]
+    for page in pages:
+        tags = parse(page)
+        assert "style" not in [tag for tag, _ in tags]
+        assert not [attrs for _, attrs in tags if "style" in attrs]
+        assert not re.search(r"<style|\sstyle\s*=", page, re.I)
+
+
+def test_the_message_pages_escape_what_they_are_given() -> None:
+    forbidden = ops_page.render_admin_required_page(HOSTILE)
+    assert HOSTILE not in forbidden and "&lt;script&gt;" in forbidden
+    assert 'data-status="403"' in forbidden
+    assert "<title>Admin token required · broker operations</title>" in forbidden
+    refused = ops_page.render_sign_in_page(HOSTILE, ops_path="/broker/ops")
+    assert HOSTILE not in refused and "&lt;script&gt;" in refused
+    assert 'data-status="401"' in refused
+    assert "/broker/ops/login?token=&lt;token&gt;" in refused
+    assert "script" not in [tag for tag, _ in parse(refused) + parse(forbidden)]

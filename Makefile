@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test web token broker lint docker-lint bench venv minio clean
+.PHONY: run test test-unit web token broker lint docker-lint bench venv minio clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ web: $(STAMP)
 ## test: the whole suite against real PostgreSQL, MinIO and Chromium
 test: $(STAMP) web
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-unit: the use cases on in-memory fakes and the pure rules; no services, under 10 s
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit --hypothesis-profile=quick $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check broker tests bench examples

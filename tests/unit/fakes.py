@@ -15,6 +15,7 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -115,6 +116,7 @@ class MemoryQueries:
         self.listeners: list[Callable[[str], None]] = []
         self.listening = asyncio.Event()  # set once a `listen` call has subscribed
         self._depth = 0  # open transactions
+        self._history_ids = itertools.count(1)  # an identity: a rollback leaves a gap
         self._unsent: list[str] = []  # notifications of the open transaction
 
     def _check(self) -> None:
@@ -130,7 +132,7 @@ class MemoryQueries:
 
     def _log(self, upload: Upload, actor: str, detail: Mapping[str, Any] | None = None) -> None:
         entry = HistoryEntry(
-            id=len(self.history) + 1,
+            id=next(self._history_ids),
             status=upload.status,
             actor=actor,
             detail=dict(detail or {}),

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Installs the Debian packages a target needs when missing (as root; otherwise says how).
 PACKAGES := PYTHON=$(PYTHON) .ci/system-packages
 
-.PHONY: run test web token broker lint docker-lint bench venv minio clean
+.PHONY: run test test-unit web token broker lint docker-lint bench venv minio clean
 
 $(STAMP): pyproject.toml
 	@$(PACKAGES) venv
@@ -52,6 +52,10 @@ test: $(STAMP)
 	@$(PACKAGES) test
 	$(build_web)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-unit: the use cases on in-memory fakes and the pure rules; no services, under 10 s
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit --hypothesis-profile=quick $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check broker tests bench examples

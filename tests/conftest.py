@@ -15,12 +15,19 @@ import asyncpg
 import boto3
 import botocore.config
 import httpx
+import hypothesis
 import pytest
 
 from broker import auth, config
 from broker.adapters import storage
 from tests import services
 from tests.tcp_proxy import TcpProxy
+
+# Property tests run in full by default (`make test`); `make test-unit`, the quick loop that
+# must stay under 10 s, samples fewer examples with --hypothesis-profile=quick.
+hypothesis.settings.register_profile("thorough", max_examples=300)
+hypothesis.settings.register_profile("quick", max_examples=50)
+hypothesis.settings.load_profile("thorough")
 
 
 @pytest.fixture(scope="session")

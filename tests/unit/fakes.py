@@ -3,25 +3,32 @@ unit test with no PostgreSQL and no MinIO.
 
 They keep the contracts the use cases rely on: guarded state changes return None when the
 upload is not in the starting state, idempotency keys and quotas are checked atomically with
-the insert, a missing object is None, an unreachable service raises its Unavailable error.
-The real adapters are held to the same contracts by the integration suite.
+the insert, a transaction's changes are undone when it raises, a state change after creation
+is announced to listeners once committed (migration 0004's NOTIFY), a missing object is None,
+storage refuses a multipart completion as MinIO does, an unreachable service raises its
+Unavailable error. The real adapters are held to the same contracts by the integration suite.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
+import itertools
+import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from broker.domain import errors
 from broker.domain.model import (
     LIVE_STATUSES,
     AdminSort,
+    ChecksumAlgorithm,
     HistoryEntry,
     HourlyCount,
     NewUploadRecord,
@@ -106,20 +113,35 @@ class MemoryQueries:
         self.runs: list[ReconcilerRun] = []
         self.available = True
         self.sweep_busy = False  # another process holds the orphan sweep lock
+        self.listeners: list[Callable[[str], None]] = []
+        self.listening = asyncio.Event()  # set once a `listen` call has subscribed
+        self._depth = 0  # open transactions
+        self._history_ids = itertools.count(1)  # an identity: a rollback leaves a gap
+        self._unsent: list[str] = []  # notifications of the open transaction
 
     def _check(self) -> None:
         if not self.available:
             raise errors.DatabaseUnavailable()
 
+    def _notify(self, payload: str) -> None:
+        if self._depth:
+            self._unsent.append(payload)  # NOTIFY is delivered when the transaction commits
+            return
+        for listener in list(self.listeners):
+            listener(payload)
+
     def _log(self, upload: Upload, actor: str, detail: Mapping[str, Any] | None = None) -> None:
         entry = HistoryEntry(
-            id=len(self.history) + 1,
+            id=next(self._history_ids),
             status=upload.status,
             actor=actor,
             detail=dict(detail or {}),
             at=self.clock(),
         )
         self.history.append((upload.id, entry))
+        if upload.status is not UploadStatus.PENDING:  # as the upload_history_notify trigger
+            payload = {"upload_id": str(upload.id), "event_id": entry.id, "status": upload.status}
+            self._notify(json.dumps(payload))
 
     def _change(
         self,
@@ -141,8 +163,34 @@ class MemoryQueries:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[MemoryQueries]:
+        """Changes made inside are undone if the block raises, as a rolled-back transaction."""
         self._check()
-        yield self
+        saved = (dict(self.uploads), list(self.history), list(self.runs), len(self._unsent))
+        self._depth += 1
+        try:
+            yield self
+        except BaseException:
+            self.uploads, self.history, self.runs = saved[0], saved[1], saved[2]
+            del self._unsent[saved[3] :]
+            raise
+        finally:
+            self._depth -= 1
+        if not self._depth:
+            unsent, self._unsent = self._unsent, []
+            for payload in unsent:
+                self._notify(payload)
+
+    async def listen(
+        self, on_notify: Callable[[str], None], on_connected: Callable[[], None]
+    ) -> None:
+        """live.Listen over this fake: every committed notification, until cancelled."""
+        self.listeners.append(on_notify)
+        self.listening.set()
+        on_connected()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.listeners.remove(on_notify)
 
     @asynccontextmanager
     async def orphan_sweep_lock(self) -> AsyncIterator[MemoryQueries | None]:
@@ -266,12 +314,22 @@ class MemoryQueries:
         field = sort.lstrip("-")
         descending = sort.startswith("-")
 
-        def position(u: Upload) -> tuple[Any, uuid.UUID]:
-            return (getattr(u, field), u.id)
+        def position(u: Upload) -> tuple[bool, Any, uuid.UUID]:
+            # PostgreSQL orders NULL above every value: last ascending, first descending.
+            value = getattr(u, field)
+            return (value is None, value if value is not None else 0, u.id)
+
+        def beyond(u: Upload, cursor: tuple[Any, uuid.UUID]) -> bool:
+            """ADMIN_SORTS' row comparison, strictly past the cursor; with a NULL on either
+            side it is NULL, and the row is left out."""
+            value, upload_id = getattr(u, field), u.id
+            if value is None or cursor[0] is None:
+                return False
+            return (value, upload_id) < cursor if descending else (value, upload_id) > cursor
 
         found = [u for u in self.uploads.values() if matches(u)]
         if after is not None:
-            found = [u for u in found if (position(u) < after) == descending]
+            found = [u for u in found if beyond(u, after)]
         found.sort(key=position, reverse=descending)
         return found[:limit]
 
@@ -295,6 +353,7 @@ class MemoryQueries:
         actor: str,
         detail: Mapping[str, Any],
     ) -> Upload | None:
+        self._check()
         upload = self.uploads.get(upload_id)
         known_size = upload.size if upload is not None and upload.size is not None else size
         return self._change(
@@ -323,6 +382,7 @@ class MemoryQueries:
         )
 
     async def mark_upload_deleted(self, upload_id: uuid.UUID, owner: str) -> Upload | None:
+        self._check()
         upload = self.uploads.get(upload_id)
         if upload is None or upload.owner != owner:
             return None
@@ -353,6 +413,7 @@ class MemoryQueries:
     async def mark_upload_expired(
         self, upload_id: uuid.UUID, *, force: bool, actor: str, detail: Mapping[str, Any]
     ) -> Upload | None:
+        self._check()
         upload = self.uploads.get(upload_id)
         if upload is None or not (force or upload.expires_at <= self.clock()):
             return None
@@ -409,12 +470,12 @@ class MemoryQueries:
         self, started_at: datetime, dry_run: bool, trigger: str, counts: Mapping[Outcome, int]
     ) -> None:
         self._check()
-        run = ReconcilerRun(started_at, self.clock(), dry_run, trigger, dict(counts))
-        self.runs.insert(0, run)
+        stored_counts = json.loads(json.dumps(counts))  # a jsonb column: keys come back as text
+        self.runs.append(ReconcilerRun(started_at, self.clock(), dry_run, trigger, stored_counts))
 
     async def recent_reconciler_runs(self, limit: int) -> list[ReconcilerRun]:
         self._check()
-        return self.runs[:limit]
+        return sorted(self.runs, key=lambda run: run.started_at, reverse=True)[:limit]
 
     async def stats_by_status_and_policy(self) -> list[StatusPolicyCount]:
         self._check()
@@ -452,11 +513,15 @@ def sha256_base64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+MIN_PART_SIZE = 5 * 1024**2  # every part but the last, or storage refuses to complete
+
+
 @dataclasses.dataclass
 class MultipartInProgress:
     key: str
     started_at: datetime
     content_type: str
+    checksum_algorithm: str | None = None
     parts: dict[int, StoredPart] = dataclasses.field(default_factory=dict)
 
 
@@ -492,18 +557,27 @@ class MemoryStore:
         self.objects[key] = (stored, self.clock())
         return stored
 
-    def upload_part(self, upload_id: str, number: int, data: bytes) -> StoredPart:
-        """Store one part as a client's presigned UploadPart would."""
-        part = StoredPart(number, hashlib.md5(data).hexdigest(), len(data), None)
-        self.multipart[upload_id].parts[number] = part
+    def upload_part(
+        self, upload_id: str, number: int, data: bytes, checksum: str | None = None
+    ) -> StoredPart:
+        """Store one part as a client's presigned UploadPart would; of an upload created with
+        a checksum algorithm, the part's SHA-256 is computed unless `checksum` is given."""
+        found = self.multipart[upload_id]
+        if checksum is None and found.checksum_algorithm == ChecksumAlgorithm.SHA256:
+            checksum = sha256_base64(data)
+        part = StoredPart(number, hashlib.md5(data).hexdigest(), len(data), checksum)
+        found.parts[number] = part
         return part
 
     # ------------------------------------------------------------ the port
 
     def _presigned(self, method: str, key: str, expires_in: int, **query: Any) -> str:
-        extra = "".join(f"&{k}={v}" for k, v in query.items())
+        # The signing time is part of a real presigned URL (X-Amz-Date): a URL signed later
+        # is another URL.
+        extra = "".join(f"&{k}={quote(str(v), safe='')}" for k, v in query.items())
         base = f"{self.public_endpoint}/{self.bucket}/{key}"
-        return f"{base}?method={method}&expires={expires_in}{extra}"
+        signed = self.clock().strftime("%Y%m%dT%H%M%SZ")
+        return f"{base}?method={method}&date={signed}&expires={expires_in}{extra}"
 
     def presign_put(
         self, key: str, *, content_type: str, size: int, sha256_base64: str | None, expires_in: int
@@ -525,6 +599,8 @@ class MemoryStore:
         expires_in: int,
     ) -> PresignedRequest:
         headers = {"content-length": str(size)} if size is not None else {}
+        if checksum is not None:
+            headers[f"x-amz-checksum-{checksum[0].lower()}"] = checksum[1]
         url = self._presigned("PUT", key, expires_in, uploadId=upload_id, partNumber=part_number)
         return PresignedRequest("PUT", url, headers, self.clock() + timedelta(seconds=expires_in))
 
@@ -538,13 +614,23 @@ class MemoryStore:
         expires_in: int,
     ) -> PresignedForm:
         fields = {"key": key, "Content-Type": content_type, "size-range": f"{sizes[0]},{sizes[1]}"}
+        if sha256_base64 is not None:
+            fields["x-amz-checksum-sha256"] = sha256_base64
         expires_at = self.clock() + timedelta(seconds=expires_in)
         return PresignedForm(f"{self.public_endpoint}/{self.bucket}", fields, expires_at)
 
     def presign_get(
         self, key: str, *, content_disposition: str, content_type: str, expires_in: int
     ) -> PresignedRequest:
-        url = self._presigned("GET", key, expires_in)
+        url = self._presigned(
+            "GET",
+            key,
+            expires_in,
+            **{
+                "response-content-disposition": content_disposition,
+                "response-content-type": content_type,
+            },
+        )
         return PresignedRequest("GET", url, {}, self.clock() + timedelta(seconds=expires_in))
 
     async def head(self, key: str) -> StoredObject | None:
@@ -562,7 +648,9 @@ class MemoryStore:
     ) -> str:
         self._check()
         upload_id = f"mpu-{uuid.uuid4().hex[:12]}"
-        self.multipart[upload_id] = MultipartInProgress(key, self.clock(), content_type)
+        self.multipart[upload_id] = MultipartInProgress(
+            key, self.clock(), content_type, checksum_algorithm
+        )
         return upload_id
 
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None:
@@ -573,13 +661,37 @@ class MemoryStore:
     async def complete_multipart(
         self, key: str, upload_id: str, parts: list[StoredPart], checksum_algorithm: str | None
     ) -> None:
+        """Join the listed parts as MinIO does, refusing what MinIO refuses."""
         self._check()
         found = self.multipart.get(upload_id)
-        if found is None:
+        if found is None or found.key != key:
             raise MultipartRefused("NoSuchUpload", "no such upload")
+        numbers = [p.part_number for p in parts]
+        if not parts or numbers != sorted(set(numbers)):
+            raise MultipartRefused("InvalidPartOrder", "parts must be listed in ascending order")
+        for listed in parts:
+            held = found.parts.get(listed.part_number)
+            if held is None or held.etag != listed.etag:
+                raise MultipartRefused("InvalidPart", f"part {listed.part_number} is not held")
+            if checksum_algorithm is not None and held.checksum != listed.checksum:
+                raise MultipartRefused("InvalidPart", f"part {listed.part_number} checksum")
+        held_parts = [found.parts[n] for n in numbers]
+        if any(p.size < MIN_PART_SIZE for p in held_parts[:-1]):
+            raise MultipartRefused("EntityTooSmall", "a part but the last is below 5 MiB")
         del self.multipart[upload_id]
-        size = sum(p.size for p in parts)
-        stored = StoredObject(size, f"multi-{len(parts)}", found.content_type)
+        # S3's multipart ETag and composite checksum: a digest of the parts' digests, "-N".
+        count = len(held_parts)
+        etag = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in held_parts)).hexdigest()
+        checksum = None
+        if checksum_algorithm is not None and all(p.checksum for p in held_parts):
+            joined = b"".join(base64.b64decode(p.checksum or "") for p in held_parts)
+            checksum = f"{sha256_base64(joined)}-{count}"
+        stored = StoredObject(
+            size=sum(p.size for p in held_parts),
+            etag=f"{etag}-{count}",
+            content_type=found.content_type,
+            checksum=checksum,
+        )
         self.objects[key] = (stored, self.clock())
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:

@@ -51,7 +51,7 @@ from broker.adapters.sigv4 import Presigner
 AK = "AKIAIOSFODNN7EXAMPLE"
 SK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 NOW = datetime(2024, 5, 17, 12, 34, 56, tzinfo=UTC)
-SETTINGS = settings(max_examples=300, deadline=None)
+SETTINGS = settings(deadline=None)  # examples: the profile's (tests/conftest.py)
 ChecksumMode = Literal["when_supported", "when_required"]
 
 

@@ -1,0 +1,136 @@
+"""The use cases wired to the in-memory fakes, as broker.wiring.build wires them to the real
+adapters, under the unit suite's policies and settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from broker import config
+from broker.domain.policies import Policies, load_policies
+from broker.flows import admin, companion, finalization, live, multipart, reconciler, uploads
+from tests.unit.fakes import Clock, MemoryQueries, MemoryStore
+
+MIB = 1024**2
+
+# Named policies of the unit suite; the default one comes from SETTINGS below.
+POLICIES = """
+[policies.avatars]
+content_types = ["image/png", "image/jpeg"]
+max_size = "64 KiB"
+key_prefix = "avatars/"
+multipart = false
+url_ttl_seconds = 120
+
+[policies.docs]
+content_types = ["application/pdf", "text/*"]
+min_size = 10
+pending_ttl_seconds = 600
+
+[policies.single]
+max_size = "64 MiB"
+key_prefix = "single/"
+multipart = false
+
+[policies.counted]
+quota = { count = 3 }
+
+[policies.metered]
+max_size = "100 KiB"
+quota = { bytes = "250 KiB" }
+
+[policies.big]
+max_size = "64 MiB"
+quota = { count = 1 }
+"""
+
+SETTINGS = {
+    "database_url": "postgresql://unit:unit@127.0.0.1:1/unit",  # never connected to
+    "s3_endpoint": "http://127.0.0.1:1",
+    "s3_access_key": "unit",
+    "s3_secret_key": "unit-secret",
+    "jwt_secret": "0123456789abcdef0123456789abcdef",
+    "webhook_token": "webhook-token-0123456789",
+    # Every knob a unit test relies on is pinned here, whatever BROKER_* the shell exports.
+    "s3_bucket": "uploads",
+    "max_upload_bytes": 64 * MIB,
+    "allowed_content_types": ("text/*", "image/*", "application/octet-stream"),
+    "multipart_threshold_bytes": 8 * MIB,
+    "multipart_part_size_bytes": 5 * MIB,
+    "upload_url_ttl_seconds": 900,
+    "download_url_ttl_seconds": 300,
+    "pending_ttl_seconds": 86400,
+    "orphan_grace_seconds": 3600,
+    "sse_heartbeat_seconds": 60,
+}
+
+
+@dataclass
+class Flows:
+    """The use cases of broker.wiring.Flows, on fakes that a test inspects and steers."""
+
+    clock: Clock
+    queries: MemoryQueries
+    store: MemoryStore
+    settings: config.Settings
+    policies: Policies
+    uploads: uploads.Uploads
+    multipart: multipart.Multipart
+    companion: companion.Companion
+    finalizer: finalization.Finalizer
+    reconciler: reconciler.Reconciler
+    admin: admin.Admin
+    live: live.LiveStatus
+
+
+def build(settings: config.Settings) -> Flows:
+    """broker.wiring.build, with MemoryQueries and MemoryStore sharing one hand-moved clock."""
+    clock = Clock()
+    queries = MemoryQueries(clock)
+    store = MemoryStore(clock, bucket=settings.s3_bucket)
+    policies = load_policies(settings)
+
+    def new_uploads(part_size: int) -> uploads.Uploads:
+        return uploads.Uploads(
+            queries,
+            store,
+            policies,
+            multipart_threshold=settings.multipart_threshold_bytes,
+            part_size=part_size,
+            download_ttl=settings.download_url_ttl_seconds,
+        )
+
+    native = new_uploads(settings.multipart_part_size_bytes)
+    finalizer = finalization.Finalizer(queries, store)
+    checker = reconciler.Reconciler(
+        queries,
+        store,
+        finalizer,
+        policies,
+        orphan_grace_seconds=settings.orphan_grace_seconds,
+        clock=clock,
+    )
+    return Flows(
+        clock=clock,
+        queries=queries,
+        store=store,
+        settings=settings,
+        policies=policies,
+        uploads=native,
+        multipart=multipart.Multipart(native),
+        companion=companion.Companion(new_uploads(companion.UPPY_MIN_PART_SIZE)),
+        finalizer=finalizer,
+        reconciler=checker,
+        admin=admin.Admin(queries, store, checker),
+        live=live.LiveStatus(queries, queries.listen, settings.sse_heartbeat_seconds),
+    )
+
+
+def flows_in(directory: Path, policies_toml: str = POLICIES, **settings: Any) -> Flows:
+    """Flows for a policies file (TOML text, written into `directory`) and settings other
+    than the suite's."""
+    policies_file = directory / f"policies-{len(list(directory.iterdir()))}.toml"
+    policies_file.write_text(policies_toml)
+    values = {**SETTINGS, "policies_file": policies_file, **settings}
+    return build(config.Settings(_env_file=None, **values))  # type: ignore[call-arg]

@@ -103,11 +103,18 @@ class LiveStatus:
             history = await self.queries.get_upload_history(upload.id, resume_after or 0)
             if resume_after is None:
                 # A new stream starts with the current state, under the latest event's id.
-                last_id = history[-1].id if history else 0
-                yield StatusEvent(last_id, upload.id, upload.status, upload.updated_at)
-                status: UploadStatus | None = upload.status
+                # The history is read after `upload` was: its last entry is the newer truth.
+                current = (
+                    StatusEvent(history[-1].id, upload.id, history[-1].status, history[-1].at)
+                    if history
+                    else StatusEvent(0, upload.id, upload.status, upload.updated_at)
+                )
+                yield current
+                last_id, status = current.event_id, current.status
             else:
-                last_id, status = resume_after, None
+                # Nothing after the client's last event: the state it saw is still current,
+                # and `upload` (read after the client saw it) shows it, final or not.
+                last_id, status = resume_after, upload.status
                 for entry in history:
                     last_id, status = entry.id, entry.status
                     yield StatusEvent(entry.id, upload.id, entry.status, entry.at)

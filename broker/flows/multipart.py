@@ -107,7 +107,8 @@ class Multipart:
         if held is None:
             return await self.uploads.get(owner, upload_id)  # completed meanwhile
         if upload.size is None or upload.part_count is None:
-            problems, numbers = _check_unknown_size(upload, held, claimed)
+            min_size = self.uploads.policy_of(upload).min_size
+            problems, numbers = _check_unknown_size(upload, min_size, held, claimed)
         else:
             problems, numbers = _check_planned(upload, upload.part_count, held, claimed)
         if problems:
@@ -164,10 +165,11 @@ def _check_planned(
 
 
 def _check_unknown_size(
-    upload: Upload, held: list[StoredPart], claimed: Mapping[int, str]
+    upload: Upload, min_size: int, held: list[StoredPart], claimed: Mapping[int, str]
 ) -> tuple[Problems, list[int]]:
     """Of an upload whose size was not declared: the claimed parts must be exactly the parts
-    storage holds, 1..N, and together fit the size limit set at creation."""
+    storage holds, 1..N, and together fit the policy's minimum and the size limit set at
+    creation."""
     by_number = {part.part_number: part for part in held}
     problems: Problems = [
         {"part_number": n, "problem": "not uploaded"} for n in claimed if n not in by_number
@@ -186,4 +188,6 @@ def _check_unknown_size(
     total = sum(part.size for part in held)
     if total > (upload.size_limit or 0):
         problems.append({"part_number": None, "problem": f"{total} bytes exceed the limit"})
+    if total < min_size:
+        problems.append({"part_number": None, "problem": f"{total} bytes are below the minimum"})
     return problems, numbers

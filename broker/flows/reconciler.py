@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +40,12 @@ class PassReport:
         if not self.dry_run:
             metrics.RECONCILER_OUTCOMES.labels(outcome).inc()
         self.actions.append({"outcome": outcome, **what})
+
+
+def outermost(prefixes: Iterable[str]) -> list[str]:
+    """The prefixes no other one contains: listing `uploads/` already lists `uploads/big/`."""
+    unique = set(prefixes)
+    return sorted(p for p in unique if not any(p != q and p.startswith(q) for q in unique))
 
 
 class Reconciler:
@@ -147,7 +153,7 @@ class Reconciler:
                 report.counts[Outcome.ORPHAN_SWEEP_SKIPPED_BUSY] += 1
                 return
             cutoff = self.clock() - self.orphan_grace
-            prefixes = sorted({p.key_prefix for p in self.policies.by_name.values()})
+            prefixes = outermost(p.key_prefix for p in self.policies.by_name.values())
             for prefix in prefixes:
                 await self._sweep_objects(session, prefix, cutoff, report)
             await self._sweep_multipart(session, tuple(prefixes), cutoff, report)

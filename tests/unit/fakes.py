@@ -210,11 +210,8 @@ class MemoryQueries:
         if not self._within_quota(record, quota):
             return None
         now = self.clock()
-        values = {
-            f.name: getattr(record, f.name)
-            for f in dataclasses.fields(record)
-            if f.name != "pending_seconds"
-        }
+        values = record._asdict()
+        del values["pending_seconds"]
         upload = an_upload(
             **values,
             created_at=now,

@@ -192,7 +192,6 @@ async def test_the_stream_token_is_checked_against_the_uploads_owner(flows):
     assert await flows.live.owner_of(uuid.uuid4()) is None
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a stream resumed after the final event never ends")
 async def test_a_stream_resumed_after_the_final_event_ends(flows):
     upload = await steps.finalized(flows)
     async with driven(flows, heartbeat_seconds=0.01) as (status, _):
@@ -201,9 +200,6 @@ async def test_a_stream_resumed_after_the_final_event_ends(flows):
     assert first == "ended"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: a change between reading the upload and its history is never sent"
-)
 async def test_a_stream_started_from_a_stale_read_still_reaches_the_final_status(flows):
     created = await create(flows)
     read = await flows.uploads.get(steps.OWNER, created.record.id)  # the route reads it first

@@ -309,7 +309,6 @@ async def test_uppy_calls_for_another_storage_upload_id_are_not_found(flows):
         await flows.companion.list_parts(OWNER, upload.object_key, "mpu-other")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: min_size is not enforced when the size is unknown")
 async def test_an_upload_of_unknown_size_below_its_policy_minimum_is_not_finalized(flows):
     upload, mpu = await uppy_upload(flows, policy="docs")  # at least 10 bytes
     part = flows.store.upload_part(mpu, 1, b"abc")

@@ -258,7 +258,6 @@ async def test_a_storage_failure_while_expiring_leaves_the_upload_for_the_next_p
     assert flows.store.multipart == {}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: nested policy prefixes count an orphan twice")
 async def test_a_dry_run_counts_an_orphan_under_nested_prefixes_once(make_flows):
     flows = make_flows('[policies.big]\nkey_prefix = "uploads/big/"\n')
     flows.store.put("uploads/big/orphan", b"x")

@@ -58,13 +58,19 @@ ADMIN_SORTS: dict[str, tuple[str, str]] = {
         "(:after_value::timestamptz IS NULL"
         " OR (created_at, id) > (:after_value::timestamptz, :after_id::uuid))",
     ),
+    # Sizes are NULL until finalized for uploads of undeclared size; PostgreSQL sorts NULL
+    # above every value (first descending, last ascending), and a cursor may point at one.
     "-size": (
         "size DESC, id DESC",
-        "(:after_value::bigint IS NULL OR (size, id) < (:after_value::bigint, :after_id::uuid))",
+        "(:after_id::uuid IS NULL OR CASE WHEN :after_value::bigint IS NULL"
+        " THEN size IS NOT NULL OR id < :after_id::uuid"
+        " ELSE (size, id) < (:after_value::bigint, :after_id::uuid) END)",
     ),
     "size": (
         "size ASC, id ASC",
-        "(:after_value::bigint IS NULL OR (size, id) > (:after_value::bigint, :after_id::uuid))",
+        "(:after_id::uuid IS NULL OR CASE WHEN :after_value::bigint IS NULL"
+        " THEN size IS NULL AND id > :after_id::uuid"
+        " ELSE size IS NULL OR (size, id) > (:after_value::bigint, :after_id::uuid) END)",
     ),
 }
 

@@ -71,7 +71,7 @@ def encode_cursor(sort: AdminSort, upload: Upload) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(sort: AdminSort, cursor: str) -> tuple[datetime | int, uuid.UUID]:
+def decode_cursor(sort: AdminSort, cursor: str) -> tuple[datetime | int | None, uuid.UUID]:
     """The keyset position of a cursor issued for the same sort, or InvalidCursor."""
     try:
         issued_for, value, upload_id = json.loads(
@@ -79,9 +79,11 @@ def decode_cursor(sort: AdminSort, cursor: str) -> tuple[datetime | int, uuid.UU
         )
         if issued_for != sort:
             raise ValueError("cursor of another sort order")
-        position = (
-            datetime.fromisoformat(value) if SORT_FIELDS[sort] == "created_at" else int(value)
-        )
+        position: datetime | int | None
+        if SORT_FIELDS[sort] == "created_at":
+            position = datetime.fromisoformat(value)
+        else:  # a size, or null for an upload whose size is not known yet
+            position = None if value is None else int(value)
         return position, uuid.UUID(upload_id)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise errors.InvalidCursor() from exc

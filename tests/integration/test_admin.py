@@ -86,6 +86,40 @@ def test_admin_listing_filters_sorts_and_paginates_exactly(
     assert mixed.status_code == 400 and mixed.json()["error"]["code"] == "ERR_INVALID_CURSOR"
 
 
+def test_the_size_sorted_listing_pages_through_uploads_of_undeclared_size(
+    api, owner, auth_headers, admin_headers
+):
+    """Uppy's uploads have no size until finalized; by size they come first descending and
+    last ascending (as PostgreSQL sorts NULL), and every page reaches them."""
+    known = [create_upload(api, auth_headers, b"x" * size)["id"] for size in (30, 10, 20)]
+    unknown = []
+    for name in ("a.txt", "b.txt", "c.txt"):
+        response = api.get(
+            "/s3/params", params={"filename": name, "type": "text/plain"}, headers=auth_headers
+        )
+        assert response.status_code == 200, response.text
+        unknown.append(response.json()["fields"]["key"].rsplit("/", 1)[1])
+
+    def listing(sort):
+        ids, cursor = [], None
+        while True:
+            params = {
+                "owner": owner,
+                "limit": 2,
+                "sort": sort,
+                **({"cursor": cursor} if cursor else {}),
+            }
+            page = api.get("/v1/admin/uploads", params=params, headers=admin_headers).json()
+            ids += [item["id"] for item in page["items"]]
+            if (cursor := page["next_cursor"]) is None:
+                return ids
+
+    by_size = [known[0], known[2], known[1]]  # 30, 20, 10
+    descending, ascending = listing("-size"), listing("size")
+    assert sorted(descending[:3]) == sorted(unknown) and descending[3:] == by_size
+    assert ascending[:3] == by_size[::-1] and sorted(ascending[3:]) == sorted(unknown)
+
+
 def test_inspection_shows_history_and_what_storage_holds(api, auth_headers, admin_headers):
     data = b"inspect me"
     upload = create_upload(api, auth_headers, data)

@@ -317,12 +317,9 @@ class MemoryQueries:
             return (value is None, value if value is not None else 0, u.id)
 
         def beyond(u: Upload, cursor: tuple[Any, uuid.UUID]) -> bool:
-            """ADMIN_SORTS' row comparison, strictly past the cursor; with a NULL on either
-            side it is NULL, and the row is left out."""
-            value, upload_id = getattr(u, field), u.id
-            if value is None or cursor[0] is None:
-                return False
-            return (value, upload_id) < cursor if descending else (value, upload_id) > cursor
+            """Strictly past the cursor in the listing's order, NULLs included."""
+            mark = (cursor[0] is None, cursor[0] if cursor[0] is not None else 0, cursor[1])
+            return position(u) < mark if descending else position(u) > mark
 
         found = [u for u in self.uploads.values() if matches(u)]
         if after is not None:

@@ -113,6 +113,7 @@ def test_uploads_never_sent_end_expired_and_multipart_ones_are_aborted(
     assert not exists(s3, settings.s3_bucket, single["key"])
 
 
+@pytest.mark.own_bucket
 def test_a_dry_run_changes_nothing(api, auth_headers, settings, sql, database_url, s3):
     upload = create_upload(api, auth_headers, b"stale")
     make_stale(sql, upload["id"])
@@ -139,6 +140,7 @@ def test_a_dry_run_changes_nothing(api, auth_headers, settings, sql, database_ur
     s3.delete_object(Bucket=settings.s3_bucket, Key=orphan)
 
 
+@pytest.mark.own_bucket
 def test_orphans_are_removed_only_after_the_grace_period(
     api, auth_headers, settings, database_url, s3
 ):
@@ -210,6 +212,7 @@ def test_each_pass_is_recorded(settings, database_url, sql):
     assert (run["trigger"], run["dry_run"]) == ("recorded", False)
 
 
+@pytest.mark.own_bucket
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_the_cli_reconciles(broker_env, capsys, dry_run):
     import json

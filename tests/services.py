@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import secrets
 import shutil
@@ -433,7 +434,12 @@ class _Lifespan:
     async def startup(self) -> None:
         scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}
         self.task = asyncio.create_task(self.app(scope, self.to_app.get, self.from_app.put))
-        await self._exchange("lifespan.startup")
+        try:
+            await self._exchange("lifespan.startup")
+        except RuntimeError:
+            with contextlib.suppress(Exception):
+                await self.task  # it re-raises what the failure message already shows
+            raise
 
     async def shutdown(self) -> None:
         await self._exchange("lifespan.shutdown")

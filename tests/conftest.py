@@ -1,4 +1,5 @@
-"""Session-wide real services (PostgreSQL, MinIO, the broker on a real port) and helpers."""
+"""Real services for the tests: PostgreSQL and MinIO for the session; for each test that uses
+them, its own database (copied from a template migrated once), bucket and broker."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,19 +39,26 @@ def found_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[service
 
 
 @pytest.fixture(scope="session")
-def database_url(found_services: services.Services) -> str:
-    """A migrated database of this run's own."""
-    url = services.run(
-        services.create_database(found_services.database_url, f"broker_{secrets.token_hex(4)}")
-    )
-    services.run(services.migrate_database(url))  # type: ignore[arg-type]
-    return url  # type: ignore[return-value]
+def databases(found_services: services.Services) -> Iterator[services.Databases]:
+    """Where each test's database comes from: the template is migrated once per session."""
+    made = services.Databases(found_services.database_url)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def database_url(databases: services.Databases) -> Iterator[str]:
+    """This test's own migrated database, dropped afterwards: what a test counts in it is
+    exactly what the test made."""
+    name, url = databases.create()
+    yield url
+    databases.drop(name)
 
 
 @pytest.fixture(scope="session")
-def pg_proxy(database_url: str) -> Iterator[TcpProxy]:
+def pg_proxy(found_services: services.Services) -> Iterator[TcpProxy]:
     """The broker reaches PostgreSQL through this proxy, so a test can take the database away."""
-    parts = urlsplit(database_url)
+    parts = urlsplit(found_services.database_url)
     proxy = TcpProxy(
         services.devstack.free_port(), parts.hostname or "127.0.0.1", parts.port or 5432
     )
@@ -58,33 +67,73 @@ def pg_proxy(database_url: str) -> Iterator[TcpProxy]:
 
 
 @pytest.fixture(scope="session")
-def settings(
-    found_services: services.Services,
-    database_url: str,
-    pg_proxy: TcpProxy,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> config.Settings:
-    parts = urlsplit(database_url)
-    netloc = parts.netloc.rsplit("@", 1)
-    proxied = f"{netloc[0]}@127.0.0.1:{pg_proxy.listen_port}" if len(netloc) == 2 else netloc[0]
-    proxied_url = urlunsplit(parts._replace(netloc=proxied))
-    result = services.broker_settings(
-        found_services,
-        proxied_url,
-        f"test-{secrets.token_hex(4)}",
-        tmp_path_factory.mktemp("config") / "policies.toml",
-    )
-    services.subscribe_bucket(result)
-    return result
+def policies_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("config") / "policies.toml"
+
+
+def _bucket_settings(found: services.Services, bucket: str, policies_file: Path) -> config.Settings:
+    """Settings for creating and subscribing `bucket` (no broker runs on them)."""
+    return services.broker_settings(found, found.database_url, bucket, policies_file)
 
 
 @pytest.fixture(scope="session")
-def broker(settings: config.Settings, found_services: services.Services) -> Iterator[str]:
-    """The broker's base URL; MinIO's webhook targets point at this port."""
-    server = services.BrokerServer(settings, found_services.broker_port)
-    server.start()
-    yield server.url
-    server.stop()
+def session_bucket(found_services: services.Services, policies_file: Path) -> Iterator[str]:
+    """The bucket tests share, subscribed to the webhook for the whole session: each test
+    touches only the keys its uploads were given."""
+    settings = _bucket_settings(found_services, f"test-{secrets.token_hex(4)}", policies_file)
+    with services.own_bucket(settings), services.subscribed(settings):
+        yield settings.s3_bucket
+
+
+@pytest.fixture
+def bucket(
+    request: pytest.FixtureRequest,
+    found_services: services.Services,
+    policies_file: Path,
+    session_bucket: str,
+) -> Iterator[str]:
+    """The shared bucket, or one of the test's own if it is marked `own_bucket`: for tests
+    that count what the whole bucket holds (the reconciler's orphan sweep lists all of it)."""
+    if request.node.get_closest_marker("own_bucket") is None:
+        yield session_bucket
+        return
+    settings = _bucket_settings(found_services, f"own-{secrets.token_hex(4)}", policies_file)
+    with services.own_bucket(settings), services.subscribed(settings):
+        yield settings.s3_bucket
+
+
+@pytest.fixture
+def settings(
+    found_services: services.Services,
+    database_url: str,
+    bucket: str,
+    pg_proxy: TcpProxy,
+    policies_file: Path,
+) -> config.Settings:
+    """This test's broker settings: its own database, reached through pg_proxy."""
+    parts = urlsplit(database_url)
+    netloc = parts.netloc.rsplit("@", 1)
+    proxied = f"{netloc[0]}@127.0.0.1:{pg_proxy.listen_port}" if len(netloc) == 2 else netloc[0]
+    return services.broker_settings(
+        found_services, urlunsplit(parts._replace(netloc=proxied)), bucket, policies_file
+    )
+
+
+@pytest.fixture(scope="session")
+def broker_slot(found_services: services.Services) -> Iterator[services.BrokerSlot]:
+    """The HTTP server on the fixed port MinIO's webhook targets call."""
+    slot = services.BrokerSlot(found_services.broker_port)
+    slot.start()
+    yield slot
+    slot.stop()
+
+
+@pytest.fixture
+def broker(settings: config.Settings, broker_slot: services.BrokerSlot) -> Iterator[str]:
+    """The base URL of this test's broker: a fresh app on the test's database and bucket."""
+    broker_slot.plug(settings)
+    yield broker_slot.url
+    broker_slot.unplug()
 
 
 @pytest.fixture
@@ -95,7 +144,7 @@ def api(broker: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def owner() -> str:
-    """A fresh owner per test, so tests never see each other's uploads."""
+    """Whose uploads the test makes (a fresh name, so it never matches another test's)."""
     return f"user-{uuid.uuid4()}"
 
 
@@ -113,14 +162,14 @@ def auth_headers(owner: str, token_for: Callable[[str], dict[str, str]]) -> dict
 
 
 @pytest.fixture(scope="session")
-def s3(settings: config.Settings) -> Any:
+def s3(found_services: services.Services) -> Any:
     """A root-credential S3 client, for what only an operator (or an attacker) could do."""
     return boto3.client(
         "s3",
-        endpoint_url=settings.s3_endpoint,
-        aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key,
-        region_name=settings.s3_region,
+        endpoint_url=found_services.s3_endpoint,
+        aws_access_key_id=found_services.s3_access_key,
+        aws_secret_access_key=found_services.s3_secret_key,
+        region_name="us-east-1",
         config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
 
@@ -194,7 +243,7 @@ def notifications_off(store: storage.Storage, settings: config.Settings) -> Iter
         store.ensure_bucket(list(settings.s3_notify_arns))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def store(settings: config.Settings) -> storage.Storage:
     return storage.Storage(settings)
 

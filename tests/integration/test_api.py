@@ -127,7 +127,7 @@ def test_another_owners_upload_is_not_found(api, auth_headers, token_for):
     ],
 )
 def test_invalid_create_requests_get_a_clear_error_and_no_record(
-    api, auth_headers, body, status, code, field
+    api, auth_headers, sql, body, status, code, field
 ):
     response = api.post("/v1/uploads", json=body, headers=auth_headers)
     assert response.status_code == status, response.text
@@ -137,6 +137,7 @@ def test_invalid_create_requests_get_a_clear_error_and_no_record(
     if field:
         assert field in [detail["field"] for detail in error["details"]]
     assert api.get("/v1/uploads", headers=auth_headers).json()["items"] == []
+    assert sql("SELECT count(*) AS n FROM uploads")[0]["n"] == 0
 
 
 def test_a_body_that_is_not_json_is_400(api, auth_headers):
@@ -163,16 +164,16 @@ def test_unknown_routes_methods_and_ids_have_json_errors(api, auth_headers):
 
 def test_listing_is_newest_first_paginated_and_filtered(api, auth_headers):
     created = [create_upload(api, auth_headers, b"x" * (i + 1))["id"] for i in range(5)]
-    seen, cursor = [], None
+    pages, cursor = [], None
     while True:
         params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
         page = api.get("/v1/uploads", params=params, headers=auth_headers).json()
-        assert len(page["items"]) <= 2
-        seen += [item["id"] for item in page["items"]]
+        pages.append([item["id"] for item in page["items"]])
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert seen == list(reversed(created))
+    newest_first = list(reversed(created))
+    assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:]]
 
     api.delete(f"/v1/uploads/{created[0]}", headers=auth_headers)
     deleted = api.get("/v1/uploads", params={"status": "deleted"}, headers=auth_headers).json()

@@ -38,7 +38,8 @@ def test_uploads_list_show_and_stats(api, auth_headers, owner, sql, broker_env, 
     assert "history" in run(capsys, "uploads", "show", upload["id"])
 
     stats = json.loads(run(capsys, "stats", "--json"))
-    assert stats["stuck"] >= 1 and len(stats["hourly"]) == 24
+    assert (stats["pending"], stats["stuck"]) == (1, 1)
+    assert len(stats["hourly"]) == 24 and sum(hour["created"] for hour in stats["hourly"]) == 1
     assert "stuck (past deadline)" in run(capsys, "stats")
 
 

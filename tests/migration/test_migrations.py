@@ -6,6 +6,7 @@ import asyncio
 import re
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -23,10 +24,11 @@ FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_nam
 
 
 @pytest.fixture
-def empty_database(found_services) -> str:
-    return services.run(
-        services.create_database(found_services.database_url, f"migr_{secrets.token_hex(4)}")
-    )  # type: ignore[return-value]
+def empty_database(found_services) -> Iterator[str]:
+    """A database with no tables at all (not a copy of the migrated template), dropped after."""
+    name = f"migr_{secrets.token_hex(4)}"
+    yield services.run(services.create_database(found_services.database_url, name))  # type: ignore[misc]
+    services.run(services.drop_database(found_services.database_url, name))
 
 
 async def _with_connection(url: str, work):

@@ -39,9 +39,11 @@ broker: $(STAMP)
 define build_web
 	cd clients/ts && npm ci --no-audit --no-fund && npm run check-generated && npm run build && npm test
 	cd tests/e2e/web && npm ci --no-audit --no-fund && npm run build
+	cd examples/nextjs && npm ci --no-audit --no-fund && NEXT_TELEMETRY_DISABLED=1 npm run build
 endef
 
-## web: the TypeScript client (built and unit-tested) and the browser test pages
+## web: the TypeScript client (built and unit-tested), the browser test pages and the Next.js
+## example (next build: its typecheck too)
 web: $(STAMP)
 	@$(PACKAGES) web
 	$(build_web)

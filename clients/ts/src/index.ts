@@ -1,7 +1,8 @@
 /**
  * A typed client for the broker: `createBrokerClient` for every route (openapi-fetch over the
  * generated `paths`), and `uploadFile` for the whole flow: create the upload, send the bytes
- * straight to storage (PUT, form POST or multipart), wait until the broker has finalized it.
+ * straight to storage (PUT, form POST or multipart), wait until the broker has finalized it;
+ * and `verifyWebhook` for the app's server, to check the webhooks the broker sends it.
  */
 
 import createClient, { type Client } from "openapi-fetch";
@@ -32,6 +33,7 @@ import { sendToStorage, sleep } from "./transport.js";
 export { BrokerUploadError, type UploadRecord, type UploadStatus } from "./errors.js";
 export * from "./plan.js";
 export type { components, paths } from "./schema.js";
+export * from "./webhook.js";
 
 type Schemas = components["schemas"];
 export type CreatedUpload = Schemas["CreatedUpload"];

@@ -21,7 +21,15 @@ export default function Uploader({ user }: { user: string }) {
   const [file, setFile] = useState<File | null>(null);
   const [state, setState] = useState<State>({ phase: "idle" });
   const controller = useRef<AbortController | null>(null);
+  const input = useRef<HTMLInputElement>(null);
   const busy = state.phase === "uploading";
+
+  // Once the broker has settled an upload, its file is not offered again: a second click
+  // would upload a duplicate. Choosing a file (the same one, too) enables Upload.
+  function forgetFile() {
+    setFile(null);
+    if (input.current) input.current.value = "";
+  }
 
   async function onSubmit(event: FormEvent<HTMLFormElement>) {
     event.preventDefault();
@@ -42,12 +50,14 @@ export default function Uploader({ user }: { user: string }) {
         onStatus: (status) => show({ status }),
       });
       setState({ phase: "settled", record });
+      forgetFile();
     } catch (error) {
       if (abort.signal.aborted) {
         setState({ phase: "cancelled" });
       } else if (error instanceof BrokerUploadError && error.record !== undefined) {
         // The bytes arrived, but the broker refused them (size, type or checksum mismatch).
         setState({ phase: "settled", record: error.record });
+        forgetFile();
       } else if (error instanceof NotSignedInError) {
         window.location.assign("/login");
       } else {
@@ -67,6 +77,7 @@ export default function Uploader({ user }: { user: string }) {
       </p>
       <form onSubmit={onSubmit} className="row">
         <input
+          ref={input}
           type="file"
           disabled={busy}
           onChange={(event) => {
@@ -136,8 +147,9 @@ function Progress({ state }: { state: State }) {
     case "cancelled":
       return (
         <p className="note">
-          Cancelled. An upload whose bytes had already arrived may still be finalized (see My
-          files); one cut short stays pending until the broker expires it.
+          Cancelled. An upload cut short while its bytes were on the way has been deleted (My
+          files shows it <code>deleted</code>); one whose bytes had all arrived is kept and may
+          still be finalized.
         </p>
       );
     case "failed":

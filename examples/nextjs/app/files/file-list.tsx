@@ -1,6 +1,7 @@
 "use client";
 // The user's uploads, newest first, from the broker (GET /v1/uploads), a page at a time.
 import type { UploadRecord } from "@broker/client";
+import { useRouter } from "next/navigation";
 import { useCallback, useEffect, useState } from "react";
 
 import { downloadUrl, listUploads } from "@/lib/broker-api";
@@ -15,6 +16,7 @@ export default function FileList({ user }: { user: string }) {
   const [done, setDone] = useState(false);
   const [loading, setLoading] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const router = useRouter();
 
   const load = useCallback(
     async (after: string | null, replace: boolean) => {
@@ -43,7 +45,14 @@ export default function FileList({ user }: { user: string }) {
       <div className="row">
         <h1>My files</h1>
         <span className="spacer" />
-        <button type="button" disabled={loading} onClick={() => void load(null, true)}>
+        <button
+          type="button"
+          disabled={loading}
+          onClick={() => {
+            void load(null, true);
+            router.refresh(); // the server part too: what the webhook recorded since
+          }}
+        >
           Refresh
         </button>
       </div>

@@ -58,8 +58,18 @@ def _uploads(rows: list[asyncpg.Record]) -> list[Upload]:
     return [_upload(row) for row in rows]  # type: ignore[misc]
 
 
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own wildcards (% and _) and the escape
+    character (\\) taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def _filter_values(filters: UploadFilters) -> dict[str, Any]:
-    return {field.name: getattr(filters, field.name) for field in dataclasses.fields(filters)}
+    values = {field.name: getattr(filters, field.name) for field in dataclasses.fields(filters)}
+    search = values.pop("search")
+    values["filename_like"] = like_pattern(search) if search is not None else None
+    return values
 
 
 def _history(row: asyncpg.Record) -> HistoryEntry:
@@ -161,15 +171,20 @@ class Queries:
         status: UploadStatus | None,
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
+        metadata: Mapping[str, str] | None = None,
     ) -> list[Upload]:
         after_created_at, after_id = after or (None, None)
+        values: dict[str, Any] = {
+            "owner": owner,
+            "status": status,
+            "after_created_at": after_created_at,
+            "after_id": after_id,
+            "limit": limit,
+        }
+        if not metadata:
+            return _uploads(await self._rows("list_uploads_for_owner", **values))
         rows = await self._rows(
-            "list_uploads_for_owner",
-            owner=owner,
-            status=status,
-            after_created_at=after_created_at,
-            after_id=after_id,
-            limit=limit,
+            "list_uploads_for_owner_by_metadata", metadata=dict(metadata), **values
         )
         return _uploads(rows)
 

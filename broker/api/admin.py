@@ -18,6 +18,7 @@ from broker.domain.model import Upload as UploadRecord
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=AuthenticatedRoute)
 ADMIN_ERRORS = responses(401, 403, 404, 422, 503)
+SEARCH_MAX = 255  # as long as a filename may be
 
 
 class AdminUpload(schemas.Upload):
@@ -81,11 +82,20 @@ async def list_uploads(
     pending_longer_than: Annotated[
         float | None, Query(ge=0, description="Seconds pending (implies status=pending).")
     ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=SEARCH_MAX,
+            description="Part of the filename, any case: `holi` finds `Holiday Photo.JPG`.",
+        ),
+    ] = None,
     sort: AdminSort = "-created_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=300)] = None,
 ) -> AdminUploadPage:
-    """List every owner's uploads with filters, a sort order and keyset pagination."""
+    """List every owner's uploads with filters, a filename search, a sort order and keyset
+    pagination."""
     filters = UploadFilters(
         status=status,
         owner=owner,
@@ -94,6 +104,7 @@ async def list_uploads(
         created_before=created_before,
         created_after=created_after,
         pending_longer_than_seconds=pending_longer_than,
+        search=q,
     )
     page = await service.list(filters, sort, limit, cursor)
     return AdminUploadPage(

@@ -28,14 +28,17 @@ router = APIRouter(tags=["ops"])
 COOKIE = "broker_ops"
 DEFAULT_COOKIE_SECONDS = 3600
 PENDING_ROWS = 100
+SEARCH_ROWS = 50
+SEARCH_MAX = 255  # as the admin API's q: as long as a filename may be
 
 # Every response of these routes: never cached, never framed, no scripts, no inline styles,
-# no referrer (the login URL carries a token). The stylesheet alone may be cached.
+# no referrer (the login URL carries a token), forms (the search box) sent to this origin
+# only. The stylesheet alone may be cached.
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src data:; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     ),
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
@@ -80,8 +83,9 @@ def _seconds_left(token: str) -> int:
 
 
 @router.get("/ops", response_class=HTMLResponse, include_in_schema=False)
-async def ops(request: Request) -> Response:
-    """Operators' page: counts by status, pending uploads with ages, stuck ones, hourly chart."""
+async def ops(request: Request, q: str | None = None) -> Response:
+    """Operators' page: counts by status, pending uploads with ages, stuck ones, hourly chart;
+    with `q`, the newest uploads whose filename contains it (the page's search box)."""
     header_token = bearer_token(request)
     token = header_token or request.cookies.get(COOKIE)
     if not token:
@@ -97,7 +101,19 @@ async def ops(request: Request) -> Response:
     stats = await service.stats()
     pending_only = UploadFilters(status=UploadStatus.PENDING)
     pending = await service.list(pending_only, "created_at", PENDING_ROWS, None)
-    page = ops_page.render_ops_page(stats, pending.items, datetime.now(UTC), _ops_path(request))
+    search = (q or "").strip()[:SEARCH_MAX]  # an empty box is no search
+    found = None
+    if search:
+        found = await service.list(UploadFilters(search=search), "-created_at", SEARCH_ROWS, None)
+    page = ops_page.render_ops_page(
+        stats,
+        pending.items,
+        datetime.now(UTC),
+        _ops_path(request),
+        search=ops_page.Search(search, found.items, found.next_cursor is not None)
+        if found is not None
+        else None,
+    )
     return _page(page)
 
 

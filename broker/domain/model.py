@@ -257,3 +257,4 @@ class UploadFilters:
     created_before: datetime | None = None
     created_after: datetime | None = None
     pending_longer_than_seconds: float | None = None
+    search: str | None = None  # part of the filename, in any case ("holi": "Holiday.JPG")

@@ -89,7 +89,7 @@ async def operator_command(args: argparse.Namespace, settings: config.Settings) 
         owner=args.owner,
         policy=args.policy,
         pending_longer_than_seconds=commands.parse_duration(longer) if longer else None,
-        search=args.search or None,
+        search=commands.search_text(args.search) if args.search else None,
     )
     return await commands.list_uploads(settings, filters, args.limit, args.json)
 

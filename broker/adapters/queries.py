@@ -183,10 +183,14 @@ class Queries:
         }
         if not metadata:
             return _uploads(await self._rows("list_uploads_for_owner", **values))
-        rows = await self._rows(
-            "list_uploads_for_owner_by_metadata", metadata=dict(metadata), **values
-        )
-        return _uploads(rows)
+        # Planned per call, as the operators' listing: a generic plan cannot tell a rare
+        # value (the GIN index) from a common one (the newest-first index), and a wrong
+        # guess costs hundreds of milliseconds on an owner with 100,000 uploads.
+        query = self.db.queries["list_uploads_for_owner_by_metadata"]
+        arguments = query.arguments({**values, "metadata": dict(metadata)})
+        async with self.db.connection() as conn, conn.transaction():
+            await conn.execute(self.db.queries["use_custom_plans"].sql)
+            return _uploads(await conn.fetch(query.sql, *arguments))
 
     async def admin_list_uploads(
         self,

@@ -291,7 +291,7 @@ SELECT started_at, finished_at, dry_run, trigger, counts
 FROM reconciler_runs ORDER BY started_at DESC LIMIT :limit;
 
 -- name: use_custom_plans
--- For the operators' listing: plan each call with its actual filters, so that an unused
+-- For the operators' listing and the metadata filter: plan each call with its actual filters, so that an unused
 -- `:x IS NULL OR ...` filter folds away and the matching index is used. The default
 -- random_page_cost (4, spinning disks) makes the planner prefer walking the newest-first
 -- index past thousands of non-matching recent rows over the filter's own composite index;

@@ -8,17 +8,23 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from broker.api import schemas
 from broker.api.deps import AdminDep, AuthenticatedRoute, PrincipalDep
 from broker.api.errors_doc import responses
+from broker.domain import model
 from broker.domain.model import AdminSort, Outcome, UploadFilters, UploadStatus
 from broker.domain.model import Upload as UploadRecord
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=AuthenticatedRoute)
 ADMIN_ERRORS = responses(401, 403, 404, 422, 503)
-SEARCH_MAX = 255  # as long as a filename may be
+
+
+def _searchable(text: str | None) -> str | None:
+    if text is not None and not model.searchable(text):
+        raise ValueError(model.SEARCH_RULE)
+    return text
 
 
 class AdminUpload(schemas.Upload):
@@ -85,10 +91,14 @@ async def list_uploads(
     q: Annotated[
         str | None,
         Query(
-            min_length=1,
-            max_length=SEARCH_MAX,
-            description="Part of the filename, any case: `holi` finds `Holiday Photo.JPG`.",
+            min_length=3,
+            max_length=model.SEARCH_MAX,
+            description=(
+                "Part of the filename, any case: `holi` finds `Holiday Photo.JPG`. It "
+                "must hold 3 letters or digits in a row (the trigram index needs them)."
+            ),
         ),
+        AfterValidator(_searchable),
     ] = None,
     sort: AdminSort = "-created_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from broker import auth
 from broker.api.deps import bearer_token, flows_of
-from broker.domain.model import UploadFilters, UploadStatus
+from broker.domain.model import SEARCH_MAX, UploadFilters, UploadStatus, searchable
 from broker.ops import page as ops_page
 
 router = APIRouter(tags=["ops"])
@@ -29,7 +29,6 @@ COOKIE = "broker_ops"
 DEFAULT_COOKIE_SECONDS = 3600
 PENDING_ROWS = 100
 SEARCH_ROWS = 50
-SEARCH_MAX = 255  # as the admin API's q: as long as a filename may be
 
 # Every response of these routes: never cached, never framed, no scripts, no inline styles,
 # no referrer (the login URL carries a token), forms (the search box) sent to this origin
@@ -101,18 +100,15 @@ async def ops(request: Request, q: str | None = None) -> Response:
     stats = await service.stats()
     pending_only = UploadFilters(status=UploadStatus.PENDING)
     pending = await service.list(pending_only, "created_at", PENDING_ROWS, None)
-    search = (q or "").strip()[:SEARCH_MAX]  # an empty box is no search
-    found = None
-    if search:
-        found = await service.list(UploadFilters(search=search), "-created_at", SEARCH_ROWS, None)
+    text = (q or "").strip()  # an empty box is no search
+    search = None
+    if text and not searchable(text):
+        search = ops_page.Search(text[:SEARCH_MAX], [], more=False, refused=True)
+    elif text:
+        found = await service.list(UploadFilters(search=text), "-created_at", SEARCH_ROWS, None)
+        search = ops_page.Search(text, found.items, more=found.next_cursor is not None)
     page = ops_page.render_ops_page(
-        stats,
-        pending.items,
-        datetime.now(UTC),
-        _ops_path(request),
-        search=ops_page.Search(search, found.items, found.next_cursor is not None)
-        if found is not None
-        else None,
+        stats, pending.items, datetime.now(UTC), _ops_path(request), search=search
     )
     return _page(page)
 

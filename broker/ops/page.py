@@ -280,6 +280,7 @@ class Search:
     text: str
     uploads: Sequence[Upload]
     more: bool  # more uploads match than are shown
+    refused: bool = False  # the text cannot be searched for (domain.model.SEARCH_RULE)
 
 
 def render_ops_page(

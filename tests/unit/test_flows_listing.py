@@ -206,9 +206,9 @@ async def test_the_admin_search_finds_part_of_a_filename_in_any_case(flows):
     flows.clock.advance(1)
     percent = (await create(flows, filename="100% done.txt")).record
     flows.clock.advance(1)
-    under = (await create(flows, filename="a_b.txt", owner="bob")).record
+    under = (await create(flows, filename="abc_def.txt", owner="bob")).record
     flows.clock.advance(1)
-    plain = (await create(flows, filename="ab.txt")).record
+    plain = (await create(flows, filename="abcxdef.txt")).record
 
     async def found(text, sort="-created_at", **filters):
         pages = await admin_pages(flows, sort, 2, UploadFilters(search=text, **filters))
@@ -216,9 +216,15 @@ async def test_the_admin_search_finds_part_of_a_filename_in_any_case(flows):
 
     assert await found("holi") == [holiday.id]
     assert await found("PHOTO.jpg") == [holiday.id]
-    assert await found("%") == [percent.id]  # the text's own wildcards are plain characters
-    assert await found("a_b") == [under.id]
+    assert await found("100%") == [percent.id]  # the text's own wildcards are plain characters
+    assert await found("abc_def") == [under.id]
+    assert await found("abc") == [plain.id, under.id]
     assert await found("nothing") == []
     assert await found(".txt", owner="bob") == [under.id]
     assert await found(".TXT", sort="created_at") == [percent.id, under.id, plain.id]
-    assert await found("ab") == [plain.id]
+
+
+@pytest.mark.parametrize("text", ["ph", "%", "a_b", "__%", "x" * 256])
+async def test_a_search_the_index_cannot_serve_is_refused(flows, text):
+    with pytest.raises(errors.InvalidRequest):
+        await flows.admin.list(UploadFilters(search=text), "-created_at", 10, None)

@@ -1966,7 +1966,7 @@ export interface operations {
                 created_after?: string | null;
                 /** @description Seconds pending (implies status=pending). */
                 pending_longer_than?: number | null;
-                /** @description Part of the filename, any case: `holi` finds `Holiday Photo.JPG`. */
+                /** @description Part of the filename, any case: `holi` finds `Holiday Photo.JPG`. It must hold 3 letters or digits in a row (the trigram index needs them). */
                 q?: string | null;
                 sort?: "-created_at" | "created_at" | "-size" | "size";
                 limit?: number;

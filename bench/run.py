@@ -50,6 +50,10 @@ from broker.dev import devstack
 REPO = Path(__file__).resolve().parent.parent
 # BENCH_QUICK=1: the create-upload throughput only, to compare changes while working on them.
 QUICK = os.environ.get("BENCH_QUICK") == "1"
+# BENCH_ONLY=listing: the listing and search section alone (1,000,000 rows, EXPLAIN, p99s).
+ONLY = os.environ.get("BENCH_ONLY", "")
+if ONLY not in ("", "listing"):
+    raise SystemExit(f"BENCH_ONLY={ONLY!r}: only 'listing' is known")
 BIN = Path(sys.executable).parent
 LUA_SCRIPT = Path(__file__).with_name("create_upload.lua")
 
@@ -599,6 +603,10 @@ def report(
 # ----------------------------------------------------------------------------- main
 
 
+def listing_section(stack: Stack) -> list[str]:
+    return listing.run(stack.postgres.url, stack.broker.base_url, stack.settings.jwt_secret)
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # run the same clean-up as Ctrl-C
 
@@ -617,6 +625,10 @@ def main() -> int:
     try:
         wrk = ensure_wrk()
         with running_stack(workdir) as stack:
+            if ONLY == "listing":
+                print("\n".join(listing_section(stack)))
+                keep = False
+                return 0
             runs = throughput(stack, wrk)
             if QUICK:
                 print("\n".join(throughput_table(runs)))
@@ -626,7 +638,7 @@ def main() -> int:
             fin = finalize_latency(stack)
             sections = [
                 multipart.run(workdir, stack.settings, stack.broker.base_url),
-                listing.run(stack.postgres.url, stack.broker.base_url, stack.settings.jwt_secret),
+                listing_section(stack),
             ]
         print(report(wrk, load_before, runs, fin, sections))
         print(f"run took {time.monotonic() - started:.0f}s")

@@ -89,6 +89,7 @@ async def operator_command(args: argparse.Namespace, settings: config.Settings) 
         owner=args.owner,
         policy=args.policy,
         pending_longer_than_seconds=commands.parse_duration(longer) if longer else None,
+        search=commands.search_text(args.search) if args.search else None,
     )
     return await commands.list_uploads(settings, filters, args.limit, args.json)
 
@@ -129,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pending-longer-than",
         metavar="DURATION",
         help="e.g. 90s, 15m, 1h, 2d (implies --status pending)",
+    )
+    p_list.add_argument(
+        "--search", metavar="TEXT", help="part of the filename, any case (holi: Holiday.JPG)"
     )
     p_list.add_argument("--limit", type=int, default=50)
     p_list.add_argument("--json", action="store_true")

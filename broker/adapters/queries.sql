@@ -127,6 +127,23 @@ WHERE owner = :owner
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
+-- name: list_uploads_for_owner_by_metadata
+-- list_uploads_for_owner, only the uploads whose metadata holds every key and value of
+-- :metadata (JSONB containment, served by the GIN index uploads_metadata_idx). A statement
+-- of its own: behind an `:x IS NULL OR` guard, a generic plan could not use that index.
+SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
+    object_key, policy, transfer, multipart_upload_id, part_size, part_count,
+    checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+FROM uploads
+WHERE owner = :owner
+  AND metadata @> :metadata::jsonb
+  AND (:status::text IS NULL OR status = :status)
+  AND (:after_created_at::timestamptz IS NULL
+       OR (created_at, id) < (:after_created_at, :after_id::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
 -- name: mark_upload_finalized
 -- pending -> finalized, recording what storage reported (etag, checksum, and the size of an
 -- upload whose size was unknown until now).
@@ -274,7 +291,7 @@ SELECT started_at, finished_at, dry_run, trigger, counts
 FROM reconciler_runs ORDER BY started_at DESC LIMIT :limit;
 
 -- name: use_custom_plans
--- For the operators' listing: plan each call with its actual filters, so that an unused
+-- For the operators' listing and the metadata filter: plan each call with its actual filters, so that an unused
 -- `:x IS NULL OR ...` filter folds away and the matching index is used. The default
 -- random_page_cost (4, spinning disks) makes the planner prefer walking the newest-first
 -- index past thousands of non-matching recent rows over the filter's own composite index;
@@ -284,6 +301,8 @@ SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL random_page_cost = 1.1;
 -- name: admin_list_uploads
 -- Operators' listing with optional filters and keyset pagination. {after} and {order} come
 -- from the fixed table ADMIN_SORTS in db.py (ORDER BY cannot take parameters).
+-- :filename_like is a LIKE pattern ('%holi%', its text's own % _ and \ escaped by the
+-- adapter); pg_trgm's index uploads_filename_trgm_idx serves ILIKE with wildcards at both ends.
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
@@ -295,6 +314,7 @@ WHERE (:status::text IS NULL OR status = :status)
   AND (:content_type::text IS NULL OR content_type = :content_type)
   AND (:created_before::timestamptz IS NULL OR created_at < :created_before)
   AND (:created_after::timestamptz IS NULL OR created_at >= :created_after)
+  AND (:filename_like::text IS NULL OR filename ILIKE :filename_like ESCAPE '\')
   AND (:pending_longer_than_seconds::float8 IS NULL
        OR (status = 'pending'
            AND created_at < now() - make_interval(secs => :pending_longer_than_seconds)))

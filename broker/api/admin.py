@@ -8,16 +8,23 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from broker.api import schemas
 from broker.api.deps import AdminDep, AuthenticatedRoute, PrincipalDep
 from broker.api.errors_doc import responses
+from broker.domain import model
 from broker.domain.model import AdminSort, Outcome, UploadFilters, UploadStatus
 from broker.domain.model import Upload as UploadRecord
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=AuthenticatedRoute)
 ADMIN_ERRORS = responses(401, 403, 404, 422, 503)
+
+
+def _searchable(text: str | None) -> str | None:
+    if text is not None and not model.searchable(text):
+        raise ValueError(model.SEARCH_RULE)
+    return text
 
 
 class AdminUpload(schemas.Upload):
@@ -81,11 +88,24 @@ async def list_uploads(
     pending_longer_than: Annotated[
         float | None, Query(ge=0, description="Seconds pending (implies status=pending).")
     ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=3,
+            max_length=model.SEARCH_MAX,
+            description=(
+                "Part of the filename, any case: `holi` finds `Holiday Photo.JPG`. It "
+                "must hold 3 letters or digits in a row (the trigram index needs them)."
+            ),
+        ),
+        AfterValidator(_searchable),
+    ] = None,
     sort: AdminSort = "-created_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=300)] = None,
 ) -> AdminUploadPage:
-    """List every owner's uploads with filters, a sort order and keyset pagination."""
+    """List every owner's uploads with filters, a filename search, a sort order and keyset
+    pagination."""
     filters = UploadFilters(
         status=status,
         owner=owner,
@@ -94,6 +114,7 @@ async def list_uploads(
         created_before=created_before,
         created_after=created_after,
         pending_longer_than_seconds=pending_longer_than,
+        search=q,
     )
     page = await service.list(filters, sort, limit, cursor)
     return AdminUploadPage(

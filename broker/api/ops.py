@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from broker import auth
 from broker.api.deps import bearer_token, flows_of
-from broker.domain.model import UploadFilters, UploadStatus
+from broker.domain.model import SEARCH_MAX, UploadFilters, UploadStatus, searchable
 from broker.ops import page as ops_page
 
 router = APIRouter(tags=["ops"])
@@ -28,14 +28,16 @@ router = APIRouter(tags=["ops"])
 COOKIE = "broker_ops"
 DEFAULT_COOKIE_SECONDS = 3600
 PENDING_ROWS = 100
+SEARCH_ROWS = 50
 
 # Every response of these routes: never cached, never framed, no scripts, no inline styles,
-# no referrer (the login URL carries a token). The stylesheet alone may be cached.
+# no referrer (the login URL carries a token), forms (the search box) sent to this origin
+# only. The stylesheet alone may be cached.
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src data:; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     ),
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
@@ -80,8 +82,9 @@ def _seconds_left(token: str) -> int:
 
 
 @router.get("/ops", response_class=HTMLResponse, include_in_schema=False)
-async def ops(request: Request) -> Response:
-    """Operators' page: counts by status, pending uploads with ages, stuck ones, hourly chart."""
+async def ops(request: Request, q: str | None = None) -> Response:
+    """Operators' page: counts by status, pending uploads with ages, stuck ones, hourly chart;
+    with `q`, the newest uploads whose filename contains it (the page's search box)."""
     header_token = bearer_token(request)
     token = header_token or request.cookies.get(COOKIE)
     if not token:
@@ -97,7 +100,16 @@ async def ops(request: Request) -> Response:
     stats = await service.stats()
     pending_only = UploadFilters(status=UploadStatus.PENDING)
     pending = await service.list(pending_only, "created_at", PENDING_ROWS, None)
-    page = ops_page.render_ops_page(stats, pending.items, datetime.now(UTC), _ops_path(request))
+    text = (q or "").strip()  # an empty box is no search
+    search = None
+    if text and not searchable(text):
+        search = ops_page.Search(text[:SEARCH_MAX], [], more=False, refused=True)
+    elif text:
+        found = await service.list(UploadFilters(search=text), "-created_at", SEARCH_ROWS, None)
+        search = ops_page.Search(text, found.items, more=found.next_cursor is not None)
+    page = ops_page.render_ops_page(
+        stats, pending.items, datetime.now(UTC), _ops_path(request), search=search
+    )
     return _page(page)
 
 

@@ -168,16 +168,89 @@ def _dump(model: pydantic.BaseModel | None) -> dict[str, object] | None:
     return model.model_dump() if model is not None else None
 
 
-@router.get("", response_model=schemas.UploadPage, responses=responses(400, 401, 422, 503))
+METADATA_PREFIX = "metadata."
+MAX_METADATA_FILTERS = 16  # as many as an upload may carry
+METADATA_VALUE_MAX = 512
+
+# The `metadata.<key>=<value>` query parameters, described the one way OpenAPI can: an
+# object exploded into one parameter per property (style form), the property names being
+# the parameters' names. FastAPI cannot declare parameters with arbitrary names itself.
+METADATA_FILTER_PARAMETER = {
+    "name": "metadata",
+    "in": "query",
+    "required": False,
+    "style": "form",
+    "explode": True,
+    "description": (
+        "Only uploads whose metadata has this key with exactly this value: "
+        "`metadata.post_id=42`. Several keys must all match. Keys are 1-64 letters, digits, "
+        "`_`, `.` or `-` (as in `metadata` at create), values at most 512 characters, at "
+        "most 16 keys; values are compared as strings, case and all."
+    ),
+    "schema": {
+        "type": "object",
+        "patternProperties": {
+            r"^metadata\.[A-Za-z0-9_.-]{1,64}$": {"type": "string", "maxLength": 512}
+        },
+        "additionalProperties": False,
+        "maxProperties": MAX_METADATA_FILTERS,
+    },
+    "examples": {
+        "one key": {"value": {"metadata.post_id": "42"}},
+        "two keys": {"value": {"metadata.post_id": "42", "metadata.tenant": "acme"}},
+    },
+}
+
+
+def metadata_filter(request: Request) -> dict[str, str]:
+    """The `metadata.<key>=<value>` query parameters, validated as metadata is at create;
+    422 ERR_VALIDATION naming each bad parameter otherwise."""
+    wanted: dict[str, str] = {}
+    problems: list[dict[str, object]] = []
+
+    def refuse(name: str, message: str, value: str) -> None:
+        problems.append(
+            {"type": "value_error", "loc": ("query", name), "msg": message, "input": value}
+        )
+
+    for name, value in request.query_params.multi_items():
+        if not name.startswith(METADATA_PREFIX):
+            continue
+        key = name.removeprefix(METADATA_PREFIX)
+        if not schemas.METADATA_KEY.match(key):
+            refuse(name, "metadata key must be 1-64 letters, digits, '_', '.' or '-'", value)
+        elif len(value) > METADATA_VALUE_MAX:
+            refuse(name, f"value is longer than {METADATA_VALUE_MAX} characters", value)
+        elif key in wanted:
+            refuse(name, "given more than once", value)
+        else:
+            wanted[key] = value
+    if len(wanted) > MAX_METADATA_FILTERS:
+        refuse("metadata", f"at most {MAX_METADATA_FILTERS} metadata keys", "")
+    if problems:
+        raise RequestValidationError(problems)
+    return wanted
+
+
+@router.get(
+    "",
+    response_model=schemas.UploadPage,
+    responses=responses(400, 401, 422, 503),
+    openapi_extra={"parameters": [METADATA_FILTER_PARAMETER]},
+)
 async def list_uploads(
+    request: Request,
     principal: PrincipalDep,
     service: UploadsDep,
     status: UploadStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> schemas.UploadPage:
-    """List your uploads, newest first; follow next_cursor for the next page."""
-    page = await service.list(principal.subject, status, limit, cursor)
+    """List your uploads, newest first; follow next_cursor for the next page.
+
+    Filter by your own metadata with `metadata.<key>=<value>` (several keys: all must match).
+    """
+    page = await service.list(principal.subject, status, limit, cursor, metadata_filter(request))
     return schemas.UploadPage(
         items=[schemas.Upload.of(row) for row in page.items], next_cursor=page.next_cursor
     )

@@ -6,6 +6,7 @@ reads attributes, never column names.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -245,6 +246,18 @@ class HourlyCount:
 
 AdminSort = Literal["-created_at", "created_at", "-size", "size"]
 
+# A filename search is served by a trigram index, which can only narrow a search down by a
+# text holding three letters or digits in a row: with fewer ("ph", "%", "a_b") every row
+# would be read. Such texts are refused rather than answered in seconds.
+SEARCH_MAX = 255  # as long as a filename may be
+_TRIGRAM = re.compile(r"[^\W_]{3}")
+SEARCH_RULE = "must hold 3 letters or digits in a row"
+
+
+def searchable(text: str) -> bool:
+    """Whether a filename search for `text` can use the index (see SEARCH_RULE)."""
+    return len(text) <= SEARCH_MAX and _TRIGRAM.search(text) is not None
+
 
 @dataclass(frozen=True, slots=True)
 class UploadFilters:
@@ -257,3 +270,4 @@ class UploadFilters:
     created_before: datetime | None = None
     created_after: datetime | None = None
     pending_longer_than_seconds: float | None = None
+    search: str | None = None  # part of the filename, in any case ("holi": "Holiday.JPG")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from broker import metrics
 from broker.domain import errors
 from broker.domain.model import (
+    SEARCH_RULE,
     AdminSort,
     HistoryEntry,
     HourlyCount,
@@ -22,6 +23,7 @@ from broker.domain.model import (
     Upload,
     UploadFilters,
     UploadStatus,
+    searchable,
 )
 from broker.domain.objects import StoredObject, StoredPart
 from broker.flows.ports import ObjectStore, Queries
@@ -100,6 +102,10 @@ class Admin:
     async def list(
         self, filters: UploadFilters, sort: AdminSort, limit: int, cursor: str | None
     ) -> Page:
+        if filters.search is not None and not searchable(filters.search):
+            raise errors.InvalidRequest(
+                details=[{"field": "search", "message": SEARCH_RULE, "input": filters.search}]
+            )
         after = decode_cursor(sort, cursor) if cursor else None
         uploads = await self.queries.admin_list_uploads(filters, sort, after, limit + 1)
         next_cursor = encode_cursor(sort, uploads[limit - 1]) if len(uploads) > limit else None

@@ -123,7 +123,11 @@ class Queries(Protocol):
         status: UploadStatus | None,
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
-    ) -> list[Upload]: ...
+        metadata: Mapping[str, str] | None = None,
+    ) -> list[Upload]:
+        """The owner's uploads, newest first, after the keyset position `after`; with
+        `metadata`, only those whose metadata holds every one of its keys with that value."""
+        ...
 
     async def admin_list_uploads(
         self,

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal, NamedTuple
@@ -375,11 +376,19 @@ class Uploads:
         return upload
 
     async def list(
-        self, owner: str, status: UploadStatus | None, limit: int, cursor: str | None
+        self,
+        owner: str,
+        status: UploadStatus | None,
+        limit: int,
+        cursor: str | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Page:
-        """The owner's uploads, newest first, one page at a time."""
+        """The owner's uploads, newest first, one page at a time; with `metadata`, only those
+        whose metadata has each of its keys with exactly that value."""
         after = decode_cursor(cursor) if cursor else None
-        uploads = await self.queries.list_uploads_for_owner(owner, status, after, limit + 1)
+        uploads = await self.queries.list_uploads_for_owner(
+            owner, status, after, limit + 1, metadata or None
+        )
         next_cursor = encode_cursor(uploads[limit - 1]) if len(uploads) > limit else None
         return Page(items=uploads[:limit], next_cursor=next_cursor)
 

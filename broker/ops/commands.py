@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker import config, wiring
+from broker.domain import model
 from broker.domain.model import UploadFilters
 from broker.flows import admin
 from broker.ops.formatting import format_age
@@ -26,6 +27,13 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"{text!r} is not a duration like 90s, 15m, 1h or 2d")
     return float(match.group(1)) * SECONDS_PER_UNIT[match.group(2)]
+
+
+def search_text(text: str) -> str:
+    """A filename search the index can serve, or ValueError saying why not."""
+    if not model.searchable(text):
+        raise ValueError(f"--search {text!r} {model.SEARCH_RULE} (at most {model.SEARCH_MAX})")
+    return text
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

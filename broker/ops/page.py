@@ -273,13 +273,28 @@ def _render(template: str, ops_path: str, **context: object) -> str:
     return page.render(context, stylesheet_url=stylesheet_url(ops_path), ops_path=ops_path)
 
 
+@dataclass(frozen=True, slots=True)
+class Search:
+    """What the page's search box asked for, and the newest uploads it found."""
+
+    text: str
+    uploads: Sequence[Upload]
+    more: bool  # more uploads match than are shown
+    refused: bool = False  # the text cannot be searched for (domain.model.SEARCH_RULE)
+
+
 def render_ops_page(
-    stats: Stats, pending_uploads: Sequence[Upload], now: datetime, ops_path: str = "/ops"
+    stats: Stats,
+    pending_uploads: Sequence[Upload],
+    now: datetime,
+    ops_path: str = "/ops",
+    search: Search | None = None,
 ) -> str:
-    """The whole operators' page for `Admin.stats()` and the oldest pending uploads.
+    """The whole operators' page for `Admin.stats()` and the oldest pending uploads, with
+    the results of a filename search when one was asked for.
 
     `ops_path` is where the page is served (under a proxy's root path, say): the page links
-    its stylesheet there.
+    its stylesheet there, and the search box sends its form there.
     """
     now = _utc(now)
     return _render(
@@ -292,6 +307,7 @@ def render_ops_page(
         total_pending=max(stats.pending.pending, len(pending_uploads)),
         stuck_shown=sum(upload.is_stuck(now) for upload in pending_uploads),
         chart=chart_geometry(stats.hourly),
+        search=search,
     )
 
 

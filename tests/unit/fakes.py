@@ -268,14 +268,18 @@ class MemoryQueries:
         status: UploadStatus | None,
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
+        metadata: Mapping[str, str] | None = None,
     ) -> list[Upload]:
         self._check()
+        wanted = dict(metadata or {})
         found = [
             u
             for u in self.uploads.values()
             if u.owner == owner
             and (status is None or u.status == status)
             and (after is None or (u.created_at, u.id) < after)
+            # JSONB containment of a flat object: every key present with an equal value.
+            and all(key in u.metadata and u.metadata[key] == v for key, v in wanted.items())
         ]
         found.sort(key=lambda u: (u.created_at, u.id), reverse=True)
         return found[:limit]
@@ -299,6 +303,8 @@ class MemoryQueries:
                 and (filters.content_type is None or u.content_type == filters.content_type)
                 and (filters.created_before is None or u.created_at < filters.created_before)
                 and (filters.created_after is None or u.created_at >= filters.created_after)
+                # ILIKE '%text%' with the text's wildcards escaped: a plain substring, any case.
+                and (filters.search is None or filters.search.lower() in u.filename.lower())
                 and (
                     longer is None
                     or (

@@ -158,3 +158,73 @@ def test_admin_cursors_round_trip_for_each_sort():
         value, upload_id = admin.decode_cursor(sort, admin.encode_cursor(sort, upload))
         assert upload_id == upload.id
         assert value == getattr(upload, admin.SORT_FIELDS[sort])
+
+
+# ---------------------------------------------------------------- finding uploads
+
+
+async def test_the_owner_listing_finds_uploads_by_one_or_several_metadata_keys(flows):
+    post_42 = await create(flows, metadata={"post_id": "42", "tenant": "acme"})
+    flows.clock.advance(1)
+    other_post = await create(flows, metadata={"post_id": "7", "tenant": "acme"})
+    flows.clock.advance(1)
+    post_42_again = await create(flows, metadata={"post_id": "42"})
+    await create(flows, owner="bob", metadata={"post_id": "42", "tenant": "acme"})
+
+    async def found(metadata):
+        page = await flows.uploads.list(OWNER, None, 20, None, metadata)
+        return [u.id for u in page.items]
+
+    assert await found({"post_id": "42"}) == [post_42_again.record.id, post_42.record.id]
+    assert await found({"post_id": "42", "tenant": "acme"}) == [post_42.record.id]
+    assert await found({"tenant": "acme"}) == [other_post.record.id, post_42.record.id]
+    assert await found({"post_id": "4"}) == []  # exact values, not prefixes
+    assert await found({"post_id": "42", "tenant": "other"}) == []
+    assert len(await found({})) == 3  # no filter: all of the owner's
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+async def test_the_metadata_filter_pages_with_the_same_filter(flows, limit):
+    matching = []
+    for index in range(5):
+        matching.append((await create(flows, metadata={"post_id": "42"})).record)
+        await create(flows, metadata={"post_id": str(index)})
+        flows.clock.advance(1)
+    pages, cursor = [], None
+    while True:
+        page = await flows.uploads.list(OWNER, None, limit, cursor, {"post_id": "42"})
+        pages.append(page.items)
+        if (cursor := page.next_cursor) is None:
+            break
+
+    assert [u.id for page in pages for u in page] == [u.id for u in reversed(matching)]
+    assert all(len(page) <= limit for page in pages)
+
+
+async def test_the_admin_search_finds_part_of_a_filename_in_any_case(flows):
+    holiday = (await create(flows, filename="Holiday Photo.JPG")).record
+    flows.clock.advance(1)
+    percent = (await create(flows, filename="100% done.txt")).record
+    flows.clock.advance(1)
+    under = (await create(flows, filename="abc_def.txt", owner="bob")).record
+    flows.clock.advance(1)
+    plain = (await create(flows, filename="abcxdef.txt")).record
+
+    async def found(text, sort="-created_at", **filters):
+        pages = await admin_pages(flows, sort, 2, UploadFilters(search=text, **filters))
+        return [u.id for page in pages for u in page]
+
+    assert await found("holi") == [holiday.id]
+    assert await found("PHOTO.jpg") == [holiday.id]
+    assert await found("100%") == [percent.id]  # the text's own wildcards are plain characters
+    assert await found("abc_def") == [under.id]
+    assert await found("abc") == [plain.id, under.id]
+    assert await found("nothing") == []
+    assert await found(".txt", owner="bob") == [under.id]
+    assert await found(".TXT", sort="created_at") == [percent.id, under.id, plain.id]
+
+
+@pytest.mark.parametrize("text", ["ph", "%", "a_b", "__%", "x" * 256])
+async def test_a_search_the_index_cannot_serve_is_refused(flows, text):
+    with pytest.raises(errors.InvalidRequest):
+        await flows.admin.list(UploadFilters(search=text), "-created_at", 10, None)

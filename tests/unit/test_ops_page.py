@@ -277,3 +277,34 @@ def test_the_message_pages_escape_what_they_are_given() -> None:
     assert 'data-status="401"' in refused
     assert "/broker/ops/login?token=&lt;token&gt;" in refused
     assert "script" not in [tag for tag, _ in parse(refused) + parse(forbidden)]
+
+
+def test_the_search_box_sends_a_get_form_to_the_page_and_shows_what_it_found() -> None:
+    found = upload(filename="Holiday Photo.JPG", status="finalized")
+    page = ops_page.render_ops_page(
+        stats(), [], NOW, search=ops_page.Search("holi", [found], more=False)
+    )
+    tags = parse(page)
+    forms = [attrs for tag, attrs in tags if tag == "form"]
+    assert forms == [{"class": "search", "method": "get", "action": "/ops", "role": "search"}]
+    box = next(attrs for tag, attrs in tags if tag == "input")
+    assert (box["name"], box["value"]) == ("q", "holi")
+    results = page.split('id="search-results"', 1)[1].split("</table>", 1)[0]
+    assert str(found.id) in results and "Holiday Photo.JPG" in results
+    assert "1 upload whose filename contains “holi”" in page
+
+
+def test_without_a_search_the_box_is_empty_and_no_results_are_shown() -> None:
+    page = ops_page.render_ops_page(stats(), [upload()], NOW)
+    box = next(attrs for tag, attrs in parse(page) if tag == "input")
+    assert box["value"] == ""
+    assert "search-results" not in page and "search-summary" not in page
+
+
+def test_a_hostile_search_text_is_escaped_in_the_box_and_the_summary() -> None:
+    text = '"><script>alert(1)</script>'
+    page = ops_page.render_ops_page(stats(), [], NOW, search=ops_page.Search(text, [], False))
+    assert "<script>" not in page
+    box = next(attrs for tag, attrs in parse(page) if tag == "input")
+    assert box["value"] == text  # the attribute holds the text, and only it
+    assert "No upload's filename contains “&#34;&gt;&lt;script&gt;" in page

@@ -39,3 +39,19 @@ def test_the_inserts_bind_every_parameter_from_the_record_and_quota():
 def test_a_binder_without_a_field_the_query_needs_is_refused():
     with pytest.raises(TypeError, match="needs"):
         db.load_queries()["insert_upload"].binder(NewUploadRecord._fields[1:])
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("holi", "%holi%"),
+        ("100%", "%100\\%%"),
+        ("a_b", "%a\\_b%"),
+        ("back\\slash", "%back\\\\slash%"),
+        ("\\%_", "%\\\\\\%\\_%"),
+    ],
+)
+def test_a_search_text_becomes_a_like_pattern_matching_it_literally(text, pattern):
+    from broker.adapters import queries
+
+    assert queries.like_pattern(text) == pattern

@@ -14,6 +14,8 @@ export interface paths {
         /**
          * List Uploads
          * @description List your uploads, newest first; follow next_cursor for the next page.
+         *
+         *     Filter by your own metadata with `metadata.<key>=<value>` (several keys: all must match).
          */
         get: operations["list_uploads_v1_uploads_get"];
         put?: never;
@@ -146,7 +148,8 @@ export interface paths {
         };
         /**
          * List Uploads
-         * @description List every owner's uploads with filters, a sort order and keyset pagination.
+         * @description List every owner's uploads with filters, a filename search, a sort order and keyset
+         *     pagination.
          */
         get: operations["list_uploads_v1_admin_uploads_get"];
         put?: never;
@@ -1283,6 +1286,10 @@ export interface operations {
                 status?: components["schemas"]["UploadStatus"] | null;
                 limit?: number;
                 cursor?: string | null;
+                /** @description Only uploads whose metadata has this key with exactly this value: `metadata.post_id=42`. Several keys must all match. Keys are 1-64 letters, digits, `_`, `.` or `-` (as in `metadata` at create), values at most 512 characters, at most 16 keys; values are compared as strings, case and all. */
+                metadata?: {
+                    [key: string]: string;
+                };
             };
             header?: never;
             path?: never;
@@ -1959,6 +1966,8 @@ export interface operations {
                 created_after?: string | null;
                 /** @description Seconds pending (implies status=pending). */
                 pending_longer_than?: number | null;
+                /** @description Part of the filename, any case: `holi` finds `Holiday Photo.JPG`. It must hold 3 letters or digits in a row (the trigram index needs them). */
+                q?: string | null;
                 sort?: "-created_at" | "created_at" | "-size" | "size";
                 limit?: number;
                 cursor?: string | null;

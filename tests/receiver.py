@@ -23,13 +23,13 @@ class Script:
     """Answers by turn: each (status, headers) is used once; then `default` for the rest."""
 
     answers: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
-    default: tuple[int, dict[str, str]] = (204, {})
+    default: tuple[int, dict[str, str]] = (200, {})
 
 
 class Receiver:
     """Records requests; `answer(...)` queues the next statuses."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.received: list[Received] = []
         self.script = Script()
         self.lock = threading.Lock()
@@ -53,21 +53,27 @@ class Receiver:
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("content-length", "2")
+                body = b"" if status in (204, 304) else b"ok"
+                self.send_header("content-length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", port), Handler, bind_and_activate=False
+        )
         self.server.daemon_threads = True
+        self.server.allow_reuse_address = True
+        self.server.server_bind()
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hooks"
         self.host_port = f"127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> Receiver:
+        self.server.server_activate()  # listens from here on: before, connections are refused
         self.thread.start()
         return self
 
@@ -76,7 +82,7 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
 
-    def answer(self, *statuses: int | tuple[int, dict[str, str]], then: int = 204) -> None:
+    def answer(self, *statuses: int | tuple[int, dict[str, str]], then: int = 200) -> None:
         with self.lock:
             for status in statuses:
                 self.script.answers.append(status if isinstance(status, tuple) else (status, {}))

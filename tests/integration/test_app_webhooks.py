@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import standardwebhooks
 
+from broker import auth
 from broker.adapters import db, http, queries
 from broker.domain.model import DeliveryStatus
 from broker.domain.webhooks import DeliveryFilters
@@ -300,3 +302,112 @@ def test_app_webhooks_no_endpoint_queues_nothing_and_a_rollback_queues_nothing(
             assert await h.deliveries() == []
 
     services.run(scenario())
+
+
+@pytest.fixture
+def admin_headers(settings):
+    return {"Authorization": f"Bearer {auth.issue_token(settings.jwt_secret, 'op', admin=True)}"}
+
+
+def test_app_webhooks_admin_api_refuses_bad_input_with_clear_codes(
+    api, admin_headers, auth_headers, receiver
+):
+    bad = [
+        ({"url": "not a url"}, "ERR_INVALID_WEBHOOK_URL"),
+        ({"url": "http://hooks.example.com/in"}, "ERR_INVALID_WEBHOOK_URL"),
+        ({"url": "https://hooks.example.com/in", "event_types": ["upload.done"]},
+         "ERR_UNKNOWN_EVENT_TYPE"),
+        ({"url": "https://hooks.example.com/in", "policy": "nope"}, "ERR_UNKNOWN_POLICY"),
+        ({}, "ERR_VALIDATION"),
+    ]  # fmt: skip
+    for body, code in bad:
+        response = api.post("/v1/admin/webhook-endpoints", json=body, headers=admin_headers)
+        assert (response.status_code, response.json()["error"]["code"]) == (422, code), body
+    assert api.post("/v1/admin/webhook-endpoints", json={"url": receiver.url}).status_code == 401
+    forbidden = api.get("/v1/admin/webhook-endpoints", headers=auth_headers)
+    assert forbidden.status_code == 403
+    missing = api.get(f"/v1/admin/webhook-endpoints/{uuid.uuid4()}", headers=admin_headers)
+    assert missing.json()["error"]["code"] == "ERR_WEBHOOK_ENDPOINT_NOT_FOUND"
+    bad_cursor = api.get("/v1/admin/webhook-deliveries?cursor=abc", headers=admin_headers)
+    assert bad_cursor.json()["error"]["code"] == "ERR_INVALID_CURSOR"
+
+
+def test_app_webhooks_admin_api_manages_endpoints_and_deliveries(
+    settings, broker, api, admin_headers, auth_headers, receiver
+):
+    created = api.post(
+        "/v1/admin/webhook-endpoints",
+        json={"url": receiver.url, "description": "app", "event_types": ["upload.created"]},
+        headers=admin_headers,
+    )
+    assert created.status_code == 201, created.text
+    endpoint = created.json()
+    secret = endpoint["secret"]
+    assert secret.startswith("whsec_")
+    listing = api.get("/v1/admin/webhook-endpoints", headers=admin_headers)
+    assert secret not in listing.text and "secret" not in listing.json()[0]
+    path = f"/v1/admin/webhook-endpoints/{endpoint['id']}"
+
+    changed = api.patch(path, json={"event_types": [], "policy": "avatars"}, headers=admin_headers)
+    assert (changed.json()["event_types"], changed.json()["policy"]) == ([], "avatars")
+    cleared = api.patch(path, json={"policy": ""}, headers=admin_headers).json()
+    assert cleared["policy"] is None
+
+    rotated = api.post(f"{path}/rotate-secret", headers=admin_headers).json()
+    assert rotated["secret"] != secret and rotated["previous_secret_expires_at"]
+    test = api.post(f"{path}/test", headers=admin_headers)
+    assert test.status_code == 202 and test.json()["type"] == "webhook.test"
+    for _ in range(3):
+        create_upload(api, auth_headers, b"x")
+
+    async def send() -> None:
+        async with harness(settings) as h:
+            await h.sender().send_due()
+            h.clock.advance(86400 * 3)  # ... until all four are dead
+            for _ in range(10):
+                await h.sender().send_due()
+                h.clock.advance(86400 * 2)
+
+    receiver.answer(then=500)  # every attempt of the test event and the three creates fails
+    services.run(send())
+    receiver.answer(then=200)
+    # The first round was sent at real time (later ones on the moved clock, which the
+    # reference verifier would call too new): old and new secret both sign it.
+    for request in receiver.received[:4]:
+        for key in (secret, rotated["secret"]):
+            standardwebhooks.Webhook(key).verify(request.body, request.headers)
+
+    page = api.get(
+        "/v1/admin/webhook-deliveries",
+        params={"endpoint_id": endpoint["id"], "status": "dead", "limit": 2},
+        headers=admin_headers,
+    ).json()
+    assert len(page["items"]) == 2 and page["next_cursor"]
+    rest = api.get(
+        "/v1/admin/webhook-deliveries",
+        params={"endpoint_id": endpoint["id"], "status": "dead", "cursor": page["next_cursor"]},
+        headers=admin_headers,
+    ).json()
+    dead = page["items"] + rest["items"]
+    assert len(dead) == 4 and all(d["attempts"] == 10 for d in dead)
+    tests = api.get(
+        "/v1/admin/webhook-deliveries", params={"type": "webhook.test"}, headers=admin_headers
+    ).json()["items"]
+    assert [d["webhook_id"] for d in tests] == [test.json()["webhook_id"]]
+
+    retried = api.post(f"/v1/admin/webhook-deliveries/{dead[0]['id']}/retry", headers=admin_headers)
+    assert retried.json()["status"] == "pending"
+    again = api.post(f"/v1/admin/webhook-deliveries/{dead[0]['id']}/retry", headers=admin_headers)
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "ERR_DELIVERY_NOT_DEAD")
+    replay = api.post(
+        f"{path}/replay", json={"since": "2000-01-01T00:00:00Z"}, headers=admin_headers
+    )
+    assert replay.json() == {"queued": 3}
+    disabled = api.post(f"{path}/disable", json={}, headers=admin_headers).json()
+    assert disabled["enabled"] is False and "admin:op" in disabled["disabled_reason"]
+    assert api.post(f"{path}/enable", headers=admin_headers).json()["enabled"] is True
+
+    metrics = api.get("/metrics").text
+    assert "broker_webhook_deliveries_pending 4.0" in metrics
+    assert "broker_webhook_oldest_pending_age_seconds" in metrics
+    assert secret not in metrics

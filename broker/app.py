@@ -71,16 +71,20 @@ def create_app(settings: Settings, after_startup: Callable[[], None] | None = No
                         settings.orphan_sweep_interval_seconds,
                     )
                 )
+            sender = None
+            if settings.webhook_sender:
+                sender = asyncio.create_task(flows.webhook_sender.run_forever())
             if after_startup is not None:
                 after_startup()
             log.info("startup.ready", extra={"bucket": settings.s3_bucket})
             try:
                 yield
             finally:
-                if background is not None:
-                    background.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await background
+                for task in (background, sender):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 await flows.live.stop()
 
     app = FastAPI(

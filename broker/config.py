@@ -69,12 +69,26 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     cors_allow_credentials: bool = False
 
+    webhook_sender: bool = True
+    webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    webhook_poll_seconds: float = Field(default=5, gt=0, le=3600)
+    webhook_lease_seconds: float = Field(default=60, gt=0, le=86400)
+    webhook_timeout_seconds: float = Field(default=15, gt=0, le=300)
+    webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=100)
+
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=10, ge=1)
     startup_timeout_seconds: float = Field(default=30, gt=0)
     log_level: str = "INFO"
 
-    @field_validator("allowed_content_types", "s3_notify_arns", "cors_origins", mode="before")
+    @field_validator(
+        "allowed_content_types",
+        "s3_notify_arns",
+        "cors_origins",
+        "webhook_allowed_hosts",
+        mode="before",
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -95,6 +109,15 @@ class Settings(BaseSettings):
             if origin != "*" and (not exact or parts.query or parts.fragment):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return tuple(origin.rstrip("/") for origin in value)
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+                raise ValueError(f"{entry!r} is not a host:port like localhost:3000")
+        return tuple(entry.lower() for entry in value)
 
     @field_validator("s3_notify_arns")
     @classmethod
@@ -144,6 +167,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "BROKER_CORS_ORIGINS must list exact origins, not *, "
                 "when BROKER_CORS_ALLOW_CREDENTIALS is on"
+            )
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise ValueError(
+                "BROKER_WEBHOOK_LEASE_SECONDS must exceed BROKER_WEBHOOK_TIMEOUT_SECONDS "
+                "(a lease must outlast the POST it covers)"
+            )
+        if self.webhook_endpoint_concurrency > self.webhook_concurrency:
+            raise ValueError(
+                "BROKER_WEBHOOK_ENDPOINT_CONCURRENCY must not exceed BROKER_WEBHOOK_CONCURRENCY"
             )
         return self
 

@@ -34,3 +34,20 @@ REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+WEBHOOK_DELIVERIES = Counter(
+    "broker_webhook_deliveries_total",
+    "Webhook POSTs to the apps' endpoints, by endpoint and outcome",
+    ["endpoint", "outcome"],
+)
+WEBHOOK_CHANGE_TO_DELIVERED = Histogram(
+    "broker_webhook_change_to_delivered_seconds",
+    "Time from an upload's state change to its webhook's 2xx",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300, 3600, 86400),
+)
+WEBHOOK_BACKLOG = Gauge(
+    "broker_webhook_deliveries_pending", "Webhook deliveries not yet delivered (read at scrape)"
+)
+WEBHOOK_OLDEST_PENDING_AGE = Gauge(
+    "broker_webhook_oldest_pending_age_seconds",
+    "Age of the state change of the oldest undelivered webhook (read at scrape)",
+)

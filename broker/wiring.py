@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import tenacity
 
-from broker.adapters import db, queries, storage
+from broker.adapters import db, http, queries, storage
 from broker.config import Settings
 from broker.domain.policies import Policies, load_policies
 from broker.flows import (
     admin,
+    app_webhooks,
     companion,
     finalization,
     health,
@@ -25,6 +26,7 @@ from broker.flows import (
     multipart,
     reconciler,
     uploads,
+    webhook_sender,
 )
 
 log = logging.getLogger("broker.wiring")
@@ -42,9 +44,13 @@ class Flows:
     admin: admin.Admin
     live: live.LiveStatus
     probes: health.Probes
+    webhooks: app_webhooks.AppWebhooks
+    webhook_sender: webhook_sender.WebhookSender
 
 
-def build(settings: Settings, database: db.Database, store: storage.Storage) -> Flows:
+def build(
+    settings: Settings, database: db.Database, store: storage.Storage, poster: http.WebhookPoster
+) -> Flows:
     """Wire the use cases to the adapters (no I/O)."""
     policies: Policies = load_policies(settings)
     statements = queries.Queries(database)
@@ -78,6 +84,30 @@ def build(settings: Settings, database: db.Database, store: storage.Storage) -> 
             settings.sse_heartbeat_seconds,
         ),
         probes=health.Probes(statements, store),
+        webhooks=app_webhooks.AppWebhooks(
+            statements,
+            allowed_hosts=frozenset(settings.webhook_allowed_hosts),
+            policies=frozenset(policies.by_name),
+        ),
+        webhook_sender=webhook_sender.WebhookSender(
+            statements,
+            poster,
+            functools.partial(db.listen_forever, settings.database_url, webhook_sender.CHANNEL),
+            webhook_sender.SenderLimits(
+                lease_seconds=settings.webhook_lease_seconds,
+                poll_seconds=settings.webhook_poll_seconds,
+                concurrency=settings.webhook_concurrency,
+                per_endpoint=settings.webhook_endpoint_concurrency,
+            ),
+        ),
+    )
+
+
+def webhook_poster(settings: Settings) -> http.WebhookPoster:
+    """The HTTP client that sends the apps' webhooks, behind the SSRF guard."""
+    return http.WebhookPoster(
+        allowed_hosts=frozenset(settings.webhook_allowed_hosts),
+        timeout_seconds=settings.webhook_timeout_seconds,
     )
 
 
@@ -118,6 +148,10 @@ async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> Asyn
         async for attempt in _waiting("minio", settings):
             with attempt:
                 await store.ping()
-        yield build(settings, database, store)
+        poster = webhook_poster(settings)
+        try:
+            yield build(settings, database, store, poster)
+        finally:
+            await poster.aclose()
     finally:
         await database.close()

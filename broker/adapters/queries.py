@@ -20,6 +20,7 @@ from broker.adapters.db import Database
 from broker.domain.model import (
     AdminSort,
     ChecksumAlgorithm,
+    DeliveryStatus,
     HistoryEntry,
     HourlyCount,
     NewUploadRecord,
@@ -32,6 +33,14 @@ from broker.domain.model import (
     Upload,
     UploadFilters,
     UploadStatus,
+    WebhookEventType,
+)
+from broker.domain.webhooks import (
+    ClaimedDelivery,
+    DeliveryFilters,
+    WebhookBacklog,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 # Enum members by value: a dict lookup, where calling the enum class costs ten times more.
@@ -79,6 +88,45 @@ def _history(row: asyncpg.Record) -> HistoryEntry:
         actor=row["actor"],
         detail=row["detail"],
         at=row["at"],
+    )
+
+
+def _endpoint(row: asyncpg.Record | None) -> WebhookEndpoint | None:
+    if row is None:
+        return None
+    return WebhookEndpoint(
+        id=row["id"],
+        url=row["url"],
+        description=row["description"],
+        event_types=tuple(WebhookEventType(t) for t in row["event_types"]),
+        policy=row["policy"],
+        previous_secret_expires_at=row["previous_secret_expires_at"],
+        disabled_at=row["disabled_at"],
+        disabled_reason=row["disabled_reason"],
+        throttled_until=row["throttled_until"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _delivery(row: asyncpg.Record | None) -> WebhookDelivery | None:
+    if row is None:
+        return None
+    return WebhookDelivery(
+        id=row["id"],
+        endpoint_id=row["endpoint_id"],
+        message_id=row["message_id"],
+        upload_id=row["upload_id"],
+        seq=row["seq"],
+        type=WebhookEventType(row["type"]),
+        payload=row["payload"],
+        status=DeliveryStatus(row["status"]),
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        delivered_at=row["delivered_at"],
     )
 
 
@@ -333,3 +381,182 @@ class Queries:
 
     async def stats_hourly(self) -> list[HourlyCount]:
         return [HourlyCount(*row) for row in await self._rows("stats_hourly")]
+
+    # ------------------------------------------------------------ app webhooks
+
+    async def insert_webhook_endpoint(
+        self,
+        endpoint_id: uuid.UUID,
+        *,
+        url: str,
+        description: str,
+        event_types: tuple[WebhookEventType, ...],
+        policy: str | None,
+        secret: str,
+    ) -> WebhookEndpoint:
+        row = await self._row(
+            "insert_webhook_endpoint",
+            id=endpoint_id,
+            url=url,
+            description=description,
+            event_types=list(event_types),
+            policy=policy,
+            secret=secret,
+        )
+        endpoint = _endpoint(row)
+        assert endpoint is not None  # an insert returns its row
+        return endpoint
+
+    async def list_webhook_endpoints(self) -> list[WebhookEndpoint]:
+        return [_endpoint(row) for row in await self._rows("list_webhook_endpoints")]  # type: ignore[misc]
+
+    async def get_webhook_endpoint(self, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
+        return _endpoint(await self._row("get_webhook_endpoint", id=endpoint_id))
+
+    async def update_webhook_endpoint(
+        self,
+        endpoint_id: uuid.UUID,
+        *,
+        url: str,
+        description: str,
+        event_types: tuple[WebhookEventType, ...],
+        policy: str | None,
+    ) -> WebhookEndpoint | None:
+        row = await self._row(
+            "update_webhook_endpoint",
+            id=endpoint_id,
+            url=url,
+            description=description,
+            event_types=list(event_types),
+            policy=policy,
+        )
+        return _endpoint(row)
+
+    async def rotate_webhook_secret(
+        self, endpoint_id: uuid.UUID, secret: str, overlap_seconds: float
+    ) -> WebhookEndpoint | None:
+        row = await self._row(
+            "rotate_webhook_secret", id=endpoint_id, secret=secret, overlap_seconds=overlap_seconds
+        )
+        return _endpoint(row)
+
+    async def disable_webhook_endpoint(
+        self, endpoint_id: uuid.UUID, reason: str
+    ) -> WebhookEndpoint | None:
+        return _endpoint(await self._row("disable_webhook_endpoint", id=endpoint_id, reason=reason))
+
+    async def enable_webhook_endpoint(self, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
+        return _endpoint(await self._row("enable_webhook_endpoint", id=endpoint_id))
+
+    async def throttle_webhook_endpoint(self, endpoint_id: uuid.UUID, until: datetime) -> None:
+        await self._row("throttle_webhook_endpoint", id=endpoint_id, until=until)
+
+    async def insert_webhook_test_delivery(
+        self, endpoint_id: uuid.UUID, message_id: str, payload: Mapping[str, Any]
+    ) -> WebhookDelivery:
+        row = await self._row(
+            "insert_webhook_test_delivery",
+            endpoint_id=endpoint_id,
+            message_id=message_id,
+            payload=payload,
+        )
+        delivery = _delivery(row)
+        assert delivery is not None  # an insert returns its row
+        return delivery
+
+    async def notify_webhook_senders(self) -> None:
+        await self._row("notify_webhook_senders")
+
+    async def due_webhook_endpoints(self, now: datetime) -> list[uuid.UUID]:
+        return [row[0] for row in await self._rows("due_webhook_endpoints", now=now)]
+
+    async def claim_webhook_deliveries(
+        self,
+        endpoint_id: uuid.UUID,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        lease_owner: str,
+        limit: int,
+    ) -> list[ClaimedDelivery]:
+        """Lease due deliveries of one endpoint (in one short transaction of its own)."""
+        rows = await self._rows(
+            "claim_webhook_deliveries",
+            endpoint_id=endpoint_id,
+            now=now,
+            lease_seconds=lease_seconds,
+            lease_owner=lease_owner,
+            limit=limit,
+        )
+        return [
+            ClaimedDelivery(
+                delivery=_delivery(row),  # type: ignore[arg-type]
+                url=row["url"],
+                secrets=tuple(s for s in (row["secret"], row["previous_secret"]) if s),
+                lease_owner=lease_owner,
+            )
+            for row in rows
+        ]
+
+    async def mark_webhook_delivered(
+        self, delivery_id: int, *, lease_owner: str, now: datetime, http_status: int
+    ) -> datetime | None:
+        """The change's time when recorded; None if this sender no longer held the lease."""
+        row = await self._row(
+            "mark_webhook_delivered",
+            id=delivery_id,
+            lease_owner=lease_owner,
+            now=now,
+            http_status=http_status,
+        )
+        return row[0] if row is not None else None
+
+    async def mark_webhook_attempt_failed(
+        self,
+        delivery_id: int,
+        *,
+        lease_owner: str,
+        status: DeliveryStatus,
+        next_attempt_at: datetime,
+        http_status: int | None,
+        error: str | None,
+    ) -> bool:
+        row = await self._row(
+            "mark_webhook_attempt_failed",
+            id=delivery_id,
+            lease_owner=lease_owner,
+            status=status,
+            next_attempt_at=next_attempt_at,
+            http_status=http_status,
+            error=error,
+        )
+        return row is not None
+
+    async def get_webhook_delivery(self, delivery_id: int) -> WebhookDelivery | None:
+        return _delivery(await self._row("get_webhook_delivery", id=delivery_id))
+
+    async def list_webhook_deliveries(
+        self, filters: DeliveryFilters, before_id: int | None, limit: int
+    ) -> list[WebhookDelivery]:
+        rows = await self._rows(
+            "list_webhook_deliveries",
+            endpoint_id=filters.endpoint_id,
+            status=filters.status,
+            upload_id=filters.upload_id,
+            type=filters.type,
+            before_id=before_id,
+            limit=limit,
+        )
+        return [_delivery(row) for row in rows]  # type: ignore[misc]
+
+    async def retry_dead_webhook_delivery(self, delivery_id: int) -> WebhookDelivery | None:
+        return _delivery(await self._row("retry_dead_webhook_delivery", id=delivery_id))
+
+    async def replay_webhook_deliveries(self, endpoint_id: uuid.UUID, since: datetime) -> int:
+        rows = await self._rows("replay_webhook_deliveries", endpoint_id=endpoint_id, since=since)
+        return len(rows)
+
+    async def webhook_backlog(self) -> WebhookBacklog:
+        row = await self._row("webhook_backlog")
+        assert row is not None  # an aggregate always has its row
+        return WebhookBacklog(row[0], row[1])

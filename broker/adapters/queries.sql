@@ -357,3 +357,170 @@ SELECT hours.hour,
 FROM generate_series(date_trunc('hour', now()) - interval '23 hours',
                      date_trunc('hour', now()), interval '1 hour') AS hours (hour)
 ORDER BY hours.hour;
+
+-- ---------------------------------------------------------------- app webhooks
+-- Endpoints are returned as the columns of broker.domain.webhooks.WebhookEndpoint, deliveries
+-- as those of WebhookDelivery; secrets only where a sender signs with them.
+
+-- name: insert_webhook_endpoint
+INSERT INTO webhook_endpoints (id, url, description, event_types, policy, secret)
+VALUES (:id, :url, :description, :event_types::text[], :policy, :secret)
+RETURNING id, url, description, event_types, policy, previous_secret_expires_at, disabled_at,
+    disabled_reason, throttled_until, created_at, updated_at;
+
+-- name: list_webhook_endpoints
+SELECT id, url, description, event_types, policy, previous_secret_expires_at, disabled_at,
+    disabled_reason, throttled_until, created_at, updated_at
+FROM webhook_endpoints ORDER BY created_at, id;
+
+-- name: get_webhook_endpoint
+SELECT id, url, description, event_types, policy, previous_secret_expires_at, disabled_at,
+    disabled_reason, throttled_until, created_at, updated_at
+FROM webhook_endpoints WHERE id = :id;
+
+-- name: update_webhook_endpoint
+-- Replace what an operator may change (the flow merges the change into the current values).
+UPDATE webhook_endpoints
+SET url = :url, description = :description, event_types = :event_types::text[],
+    policy = :policy, updated_at = now()
+WHERE id = :id
+RETURNING id, url, description, event_types, policy, previous_secret_expires_at, disabled_at,
+    disabled_reason, throttled_until, created_at, updated_at;
+
+-- name: rotate_webhook_secret
+-- A new secret; the current one keeps signing (as the previous one) for :overlap_seconds.
+UPDATE webhook_endpoints
+SET previous_secret = secret,
+    previous_secret_expires_at = now() + make_interval(secs => :overlap_seconds),
+    secret = :secret, updated_at = now()
+WHERE id = :id
+RETURNING id, url, description, event_types, policy, previous_secret_expires_at, disabled_at,
+    disabled_reason, throttled_until, created_at, updated_at;
+
+-- name: disable_webhook_endpoint
+-- enabled -> disabled (by an operator, or by a 410 answer); its deliveries wait meanwhile.
+UPDATE webhook_endpoints
+SET disabled_at = now(), disabled_reason = :reason, updated_at = now()
+WHERE id = :id AND disabled_at IS NULL
+RETURNING id, url, description, event_types, policy, previous_secret_expires_at, disabled_at,
+    disabled_reason, throttled_until, created_at, updated_at;
+
+-- name: enable_webhook_endpoint
+-- disabled -> enabled; its waiting deliveries are sent again, and no slow-down is kept.
+UPDATE webhook_endpoints
+SET disabled_at = NULL, disabled_reason = NULL, throttled_until = NULL, updated_at = now()
+WHERE id = :id AND disabled_at IS NOT NULL
+RETURNING id, url, description, event_types, policy, previous_secret_expires_at, disabled_at,
+    disabled_reason, throttled_until, created_at, updated_at;
+
+-- name: throttle_webhook_endpoint
+-- The endpoint asked to slow down: nothing is sent to it before :until.
+UPDATE webhook_endpoints
+SET throttled_until = greatest(coalesce(throttled_until, :until::timestamptz), :until)
+WHERE id = :id;
+
+-- name: insert_webhook_test_delivery
+-- A webhook.test message, due now.
+INSERT INTO webhook_deliveries (endpoint_id, message_id, type, payload)
+VALUES (:endpoint_id, :message_id, 'webhook.test', :payload::jsonb)
+RETURNING id, endpoint_id, message_id, upload_id, seq, type, payload, status, attempts,
+    next_attempt_at, last_status, last_error, created_at, delivered_at;
+
+-- name: notify_webhook_senders
+-- Wake the senders of every process (the upload trigger does the same for its deliveries).
+SELECT pg_notify('broker_webhook_deliveries', '');
+
+-- name: due_webhook_endpoints
+-- Enabled, unthrottled endpoints with a delivery due and unleased at :now.
+SELECT e.id FROM webhook_endpoints e
+WHERE e.disabled_at IS NULL
+  AND (e.throttled_until IS NULL OR e.throttled_until <= :now::timestamptz)
+  AND EXISTS (
+      SELECT 1 FROM webhook_deliveries d
+      WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_at <= :now
+        AND (d.leased_until IS NULL OR d.leased_until <= :now));
+
+-- name: claim_webhook_deliveries
+-- Lease up to :limit due deliveries of one endpoint to :lease_owner and count the attempt.
+-- A delivery waits while an earlier one (lower seq) of the same upload to the same endpoint
+-- is pending, so each upload's events reach an endpoint in seq order. Rows another sender
+-- is claiming are skipped; a lease that ran out (its sender died) is taken over.
+WITH claimable AS (
+    SELECT d.id FROM webhook_deliveries d
+    WHERE d.endpoint_id = :endpoint_id AND d.status = 'pending'
+      AND d.next_attempt_at <= :now::timestamptz
+      AND (d.leased_until IS NULL OR d.leased_until <= :now)
+      AND NOT EXISTS (
+          SELECT 1 FROM webhook_deliveries earlier
+          WHERE earlier.endpoint_id = d.endpoint_id AND earlier.upload_id = d.upload_id
+            AND earlier.status = 'pending' AND earlier.seq < d.seq)
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT :limit
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+SET leased_until = :now + make_interval(secs => :lease_seconds),
+    lease_owner = :lease_owner, attempts = d.attempts + 1
+FROM claimable, webhook_endpoints e
+WHERE d.id = claimable.id AND e.id = d.endpoint_id AND e.disabled_at IS NULL
+RETURNING d.id, d.endpoint_id, d.message_id, d.upload_id, d.seq, d.type, d.payload, d.status,
+    d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.delivered_at,
+    e.url, e.secret,
+    CASE WHEN e.previous_secret_expires_at > :now THEN e.previous_secret END AS previous_secret;
+
+-- name: mark_webhook_delivered
+-- pending -> delivered, only by the sender that still holds the lease.
+UPDATE webhook_deliveries
+SET status = 'delivered', delivered_at = :now, leased_until = NULL, lease_owner = NULL,
+    last_status = :http_status, last_error = NULL
+WHERE id = :id AND status = 'pending' AND lease_owner = :lease_owner
+RETURNING created_at;
+
+-- name: mark_webhook_attempt_failed
+-- A failed attempt: pending again at :next_attempt_at, or dead; only by the lease holder.
+UPDATE webhook_deliveries
+SET status = :status, next_attempt_at = :next_attempt_at, leased_until = NULL,
+    lease_owner = NULL, last_status = :http_status, last_error = :error
+WHERE id = :id AND status = 'pending' AND lease_owner = :lease_owner
+RETURNING id;
+
+-- name: get_webhook_delivery
+SELECT id, endpoint_id, message_id, upload_id, seq, type, payload, status, attempts,
+    next_attempt_at, last_status, last_error, created_at, delivered_at
+FROM webhook_deliveries WHERE id = :id;
+
+-- name: list_webhook_deliveries
+-- Operators' listing: newest first, keyset-paginated on id.
+SELECT id, endpoint_id, message_id, upload_id, seq, type, payload, status, attempts,
+    next_attempt_at, last_status, last_error, created_at, delivered_at
+FROM webhook_deliveries
+WHERE (:endpoint_id::uuid IS NULL OR endpoint_id = :endpoint_id)
+  AND (:status::text IS NULL OR status = :status)
+  AND (:upload_id::uuid IS NULL OR upload_id = :upload_id)
+  AND (:type::text IS NULL OR type = :type)
+  AND (:before_id::bigint IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: retry_dead_webhook_delivery
+-- dead -> pending, due now, with a fresh retry schedule (the same webhook-id).
+UPDATE webhook_deliveries
+SET status = 'pending', next_attempt_at = now(), attempts = 0, leased_until = NULL,
+    lease_owner = NULL
+WHERE id = :id AND status = 'dead'
+RETURNING id, endpoint_id, message_id, upload_id, seq, type, payload, status, attempts,
+    next_attempt_at, last_status, last_error, created_at, delivered_at;
+
+-- name: replay_webhook_deliveries
+-- Send an endpoint's delivered and dead messages of changes since :since again (the same
+-- webhook-ids, so receivers that already have them ignore them).
+UPDATE webhook_deliveries
+SET status = 'pending', next_attempt_at = now(), attempts = 0, leased_until = NULL,
+    lease_owner = NULL
+WHERE endpoint_id = :endpoint_id AND created_at >= :since AND status <> 'pending'
+RETURNING id;
+
+-- name: webhook_backlog
+-- Deliveries not yet delivered nor dead, and when the oldest one's change happened.
+SELECT count(*) AS pending, min(created_at) AS oldest_created_at
+FROM webhook_deliveries WHERE status = 'pending';

@@ -5,13 +5,24 @@ Routes parse, authenticate, call one use case and render; they never run SQL or 
 
 from __future__ import annotations
 
-from broker.api import admin, companion, health, ops, parts, status_stream, uploads, webhooks
+from broker.api import (
+    admin,
+    companion,
+    health,
+    ops,
+    parts,
+    status_stream,
+    uploads,
+    webhook_endpoints,
+    webhooks,
+)
 
 ROUTERS = (
     uploads.router,
     parts.router,
     status_stream.router,
     admin.router,
+    webhook_endpoints.router,
     webhooks.router,
     health.router,
     ops.router,

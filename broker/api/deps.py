@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from broker import auth, wiring
 from broker.config import Settings
 from broker.domain import errors
-from broker.flows import admin, companion, finalization, live, multipart, uploads
+from broker.flows import admin, app_webhooks, companion, finalization, live, multipart, uploads
 
 
 def bearer_token(request: Request) -> str | None:
@@ -109,3 +109,13 @@ async def get_admin(request: Request, principal: PrincipalDep) -> admin.Admin:
 
 
 AdminDep = Annotated[admin.Admin, Depends(get_admin)]
+
+
+async def get_app_webhooks(request: Request, principal: PrincipalDep) -> app_webhooks.AppWebhooks:
+    """The apps' webhook endpoints and deliveries, for a token with the admin claim only."""
+    if not principal.admin:
+        raise errors.Forbidden()
+    return flows_of(request).webhooks
+
+
+AppWebhooksDep = Annotated[app_webhooks.AppWebhooks, Depends(get_app_webhooks)]

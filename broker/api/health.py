@@ -40,6 +40,9 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics.PENDING.set(pending.pending)
     metrics.STUCK.set(pending.stuck)
     metrics.OLDEST_PENDING_AGE.set(pending.oldest_age_seconds(datetime.now(UTC)) or 0)
+    backlog = await flows_of(request).webhooks.backlog()
+    metrics.WEBHOOK_BACKLOG.set(backlog.pending)
+    metrics.WEBHOOK_OLDEST_PENDING_AGE.set(backlog.oldest_age_seconds(datetime.now(UTC)) or 0)
     return Response(
         prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
     )

@@ -29,6 +29,8 @@ def dev(
     env_file = state_dir / "dev.env"
     values = _dev_environment(state_dir, env_file)
     os.environ.update({k: v for k, v in values.items() if k not in os.environ})
+    # A Next.js dev server on this machine receives real webhooks, with no tunnel.
+    os.environ.setdefault("BROKER_WEBHOOK_ALLOWED_HOSTS", "localhost:3000")
     pg_port = int(os.environ["BROKER_DEV_PG_PORT"])
     minio_port = int(os.environ["BROKER_DEV_MINIO_PORT"])
     postgres = devstack.LocalPostgres(state_dir / "pg", pg_port, values["BROKER_DEV_PG_PASSWORD"])

@@ -180,3 +180,38 @@ class NotReady(BrokerError):
 
     code = "ERR_NOT_READY"
     status = 503
+
+
+class WebhookEndpointNotFound(BrokerError):
+    """No such webhook endpoint."""
+
+    code = "ERR_WEBHOOK_ENDPOINT_NOT_FOUND"
+    status = 404
+
+
+class WebhookDeliveryNotFound(BrokerError):
+    """No such webhook delivery."""
+
+    code = "ERR_WEBHOOK_DELIVERY_NOT_FOUND"
+    status = 404
+
+
+class InvalidWebhookUrl(BrokerError):
+    """The webhook endpoint URL is not acceptable."""
+
+    code = "ERR_INVALID_WEBHOOK_URL"
+    status = 422
+
+
+class UnknownEventType(BrokerError):
+    """No webhook event has this type."""
+
+    code = "ERR_UNKNOWN_EVENT_TYPE"
+    status = 422
+
+
+class DeliveryNotDead(BrokerError):
+    """Only a dead delivery can be retried; a pending one is still being tried."""
+
+    code = "ERR_DELIVERY_NOT_DEAD"
+    status = 409

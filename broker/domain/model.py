@@ -271,3 +271,26 @@ class UploadFilters:
     created_after: datetime | None = None
     pending_longer_than_seconds: float | None = None
     search: str | None = None  # part of the filename, in any case ("holi": "Holiday.JPG")
+
+
+class WebhookEventType(StrEnum):
+    """What an app's webhook says happened (migration 0008's webhook_deliveries_type_check)."""
+
+    UPLOAD_CREATED = "upload.created"
+    UPLOAD_FINALIZED = "upload.finalized"
+    UPLOAD_REJECTED = "upload.rejected"
+    UPLOAD_EXPIRED = "upload.expired"
+    UPLOAD_DELETED = "upload.deleted"
+    WEBHOOK_TEST = "webhook.test"
+
+
+# The types an endpoint subscribes to (webhook.test is sent when an operator asks for it).
+SUBSCRIBABLE_EVENT_TYPES = frozenset(set(WebhookEventType) - {WebhookEventType.WEBHOOK_TEST})
+
+
+class DeliveryStatus(StrEnum):
+    """Where one webhook delivery is (migration 0008's webhook_deliveries_status_check)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"

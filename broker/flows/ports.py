@@ -1,8 +1,9 @@
-"""The two interfaces the use cases need from the outside world, and nothing more.
+"""The interfaces the use cases need from the outside world, and nothing more.
 
-broker/adapters/queries.py (Queries) and broker/adapters/storage.py (Storage) implement them
-for PostgreSQL and MinIO; tests/unit/fakes.py implements them in memory, so the use cases
-run in a unit test without either service.
+broker/adapters/queries.py (Queries), broker/adapters/storage.py (Storage) and
+broker/adapters/http.py (WebhookPoster) implement them for PostgreSQL, MinIO and the apps'
+webhook endpoints; tests/unit/fakes.py implements them in memory, so the use cases run in a
+unit test without any service.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 from broker.domain.model import (
     AdminSort,
+    DeliveryStatus,
     HistoryEntry,
     HourlyCount,
     NewUploadRecord,
@@ -26,8 +28,17 @@ from broker.domain.model import (
     Upload,
     UploadFilters,
     UploadStatus,
+    WebhookEventType,
 )
 from broker.domain.objects import PresignedForm, PresignedRequest, StoredObject, StoredPart
+from broker.domain.webhooks import (
+    ClaimedDelivery,
+    DeliveryFilters,
+    PostResult,
+    WebhookBacklog,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 class ObjectStore(Protocol):
@@ -187,3 +198,94 @@ class Queries(Protocol):
     async def stats_pending(self) -> PendingSummary: ...
 
     async def stats_hourly(self) -> list[HourlyCount]: ...
+
+    # ---- app webhooks (migration 0007): endpoints, and the deliveries outbox
+
+    async def insert_webhook_endpoint(
+        self,
+        endpoint_id: uuid.UUID,
+        *,
+        url: str,
+        description: str,
+        event_types: tuple[WebhookEventType, ...],
+        policy: str | None,
+        secret: str,
+    ) -> WebhookEndpoint: ...
+
+    async def list_webhook_endpoints(self) -> list[WebhookEndpoint]: ...
+
+    async def get_webhook_endpoint(self, endpoint_id: uuid.UUID) -> WebhookEndpoint | None: ...
+
+    async def update_webhook_endpoint(
+        self,
+        endpoint_id: uuid.UUID,
+        *,
+        url: str,
+        description: str,
+        event_types: tuple[WebhookEventType, ...],
+        policy: str | None,
+    ) -> WebhookEndpoint | None: ...
+
+    async def rotate_webhook_secret(
+        self, endpoint_id: uuid.UUID, secret: str, overlap_seconds: float
+    ) -> WebhookEndpoint | None: ...
+
+    async def disable_webhook_endpoint(
+        self, endpoint_id: uuid.UUID, reason: str
+    ) -> WebhookEndpoint | None: ...
+
+    async def enable_webhook_endpoint(self, endpoint_id: uuid.UUID) -> WebhookEndpoint | None: ...
+
+    async def throttle_webhook_endpoint(self, endpoint_id: uuid.UUID, until: datetime) -> None: ...
+
+    async def insert_webhook_test_delivery(
+        self, endpoint_id: uuid.UUID, message_id: str, payload: Mapping[str, Any]
+    ) -> WebhookDelivery: ...
+
+    async def notify_webhook_senders(self) -> None: ...
+
+    async def due_webhook_endpoints(self, now: datetime) -> list[uuid.UUID]: ...
+
+    async def claim_webhook_deliveries(
+        self,
+        endpoint_id: uuid.UUID,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        lease_owner: str,
+        limit: int,
+    ) -> list[ClaimedDelivery]: ...
+
+    async def mark_webhook_delivered(
+        self, delivery_id: int, *, lease_owner: str, now: datetime, http_status: int
+    ) -> datetime | None: ...
+
+    async def mark_webhook_attempt_failed(
+        self,
+        delivery_id: int,
+        *,
+        lease_owner: str,
+        status: DeliveryStatus,
+        next_attempt_at: datetime,
+        http_status: int | None,
+        error: str | None,
+    ) -> bool: ...
+
+    async def get_webhook_delivery(self, delivery_id: int) -> WebhookDelivery | None: ...
+
+    async def list_webhook_deliveries(
+        self, filters: DeliveryFilters, before_id: int | None, limit: int
+    ) -> list[WebhookDelivery]: ...
+
+    async def retry_dead_webhook_delivery(self, delivery_id: int) -> WebhookDelivery | None: ...
+
+    async def replay_webhook_deliveries(self, endpoint_id: uuid.UUID, since: datetime) -> int: ...
+
+    async def webhook_backlog(self) -> WebhookBacklog: ...
+
+
+class WebhookPoster(Protocol):
+    """POSTs a signed webhook to an app's endpoint: never raises for what the endpoint (or
+    the network, or the SSRF guard) does, but says it in the result."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> PostResult: ...

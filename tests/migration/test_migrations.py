@@ -13,7 +13,14 @@ import asyncpg
 import pytest
 
 from broker.adapters import migrate
-from broker.domain.model import ChecksumAlgorithm, Transfer, UploadStatus
+from broker.domain.model import (
+    SUBSCRIBABLE_EVENT_TYPES,
+    ChecksumAlgorithm,
+    DeliveryStatus,
+    Transfer,
+    UploadStatus,
+    WebhookEventType,
+)
 from tests import services
 
 TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
@@ -150,6 +157,9 @@ def test_queries_returning_uploads_list_the_columns_of_the_domain_value(database
         ("uploads_status_check", {s.value for s in UploadStatus}),
         ("uploads_transfer_check", {t.value for t in Transfer}),
         ("uploads_checksum_algorithm_check", {a.value for a in ChecksumAlgorithm}),
+        ("webhook_deliveries_status_check", {s.value for s in DeliveryStatus}),
+        ("webhook_deliveries_type_check", {t.value for t in WebhookEventType}),
+        ("webhook_endpoints_event_types_check", {t.value for t in SUBSCRIBABLE_EVENT_TYPES}),
     ],
 )
 def test_the_schema_allows_exactly_the_values_of_the_domain_enums(database_url, constraint, values):

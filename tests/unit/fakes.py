@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -49,6 +50,7 @@ from broker.domain.objects import (
     StoredObject,
     StoredPart,
 )
+from tests.unit.fake_webhooks import MemoryWebhooks
 
 START = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -103,8 +105,8 @@ def an_upload(**fields: Any) -> Upload:
     return Upload(**(values | fields))
 
 
-class MemoryQueries:
-    """The Queries port over dictionaries."""
+class MemoryQueries(MemoryWebhooks):
+    """The Queries port over dictionaries (app webhooks: tests/unit/fake_webhooks.py)."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
@@ -117,17 +119,20 @@ class MemoryQueries:
         self.listening = asyncio.Event()  # set once a `listen` call has subscribed
         self._depth = 0  # open transactions
         self._history_ids = itertools.count(1)  # an identity: a rollback leaves a gap
-        self._unsent: list[str] = []  # notifications of the open transaction
+        self._unsent: list[tuple[str, str]] = []  # notifications of the open transaction
+        self._init_webhooks()
 
     def _check(self) -> None:
         if not self.available:
             raise errors.DatabaseUnavailable()
 
-    def _notify(self, payload: str) -> None:
+    def _notify(self, payload: str, channel: str = "live") -> None:
         if self._depth:
-            self._unsent.append(payload)  # NOTIFY is delivered when the transaction commits
+            # NOTIFY is delivered when the transaction commits
+            self._unsent.append((channel, payload))
             return
-        for listener in list(self.listeners):
+        listeners = self.listeners if channel == "live" else self.webhook_wakeups
+        for listener in list(listeners):
             listener(payload)
 
     def _log(self, upload: Upload, actor: str, detail: Mapping[str, Any] | None = None) -> None:
@@ -139,6 +144,7 @@ class MemoryQueries:
             at=self.clock(),
         )
         self.history.append((upload.id, entry))
+        self._enqueue_deliveries(upload, entry.id, entry.at)  # migration 0007's trigger
         if upload.status is not UploadStatus.PENDING:  # as the upload_history_notify trigger
             payload = {"upload_id": str(upload.id), "event_id": entry.id, "status": upload.status}
             self._notify(json.dumps(payload))
@@ -166,19 +172,21 @@ class MemoryQueries:
         """Changes made inside are undone if the block raises, as a rolled-back transaction."""
         self._check()
         saved = (dict(self.uploads), list(self.history), list(self.runs), len(self._unsent))
+        webhooks = copy.deepcopy((self.endpoints, self.deliveries))
         self._depth += 1
         try:
             yield self
         except BaseException:
             self.uploads, self.history, self.runs = saved[0], saved[1], saved[2]
+            self.endpoints, self.deliveries = webhooks
             del self._unsent[saved[3] :]
             raise
         finally:
             self._depth -= 1
         if not self._depth:
             unsent, self._unsent = self._unsent, []
-            for payload in unsent:
-                self._notify(payload)
+            for channel, payload in unsent:
+                self._notify(payload, channel)
 
     async def listen(
         self, on_notify: Callable[[str], None], on_connected: Callable[[], None]
@@ -191,6 +199,17 @@ class MemoryQueries:
             await asyncio.Event().wait()
         finally:
             self.listeners.remove(on_notify)
+
+    async def listen_webhooks(
+        self, on_notify: Callable[[str], None], on_connected: Callable[[], None]
+    ) -> None:
+        """live.Listen on the senders' channel (webhook_sender.CHANNEL), until cancelled."""
+        self.webhook_wakeups.append(on_notify)
+        on_connected()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.webhook_wakeups.remove(on_notify)
 
     @asynccontextmanager
     async def orphan_sweep_lock(self) -> AsyncIterator[MemoryQueries | None]:

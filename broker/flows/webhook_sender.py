@@ -1,0 +1,209 @@
+"""The sender: delivers the outbox's webhooks to the apps' endpoints, in every broker process.
+
+Deliveries are leased in one short statement (FOR UPDATE SKIP LOCKED), POSTed outside any
+transaction, and their outcome recorded by a statement guarded by the lease; a process that
+dies mid-POST leaves a lease that runs out, and another sender retries the delivery. Each
+endpoint has its own slots, so a slow or dead endpoint never holds up another's deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from broker import metrics
+from broker.domain import errors, webhook_signing, webhooks
+from broker.domain.model import DeliveryStatus
+from broker.domain.webhooks import AttemptOutcome, ClaimedDelivery, PostResult
+from broker.flows.live import Listen
+from broker.flows.ports import Queries, WebhookPoster
+
+log = logging.getLogger("broker.webhooks")
+
+CHANNEL = "broker_webhook_deliveries"  # see migrations/0007_app_webhooks.sql
+
+
+@dataclass(frozen=True)
+class SenderLimits:
+    """How a sender paces itself (BROKER_WEBHOOK_* settings)."""
+
+    lease_seconds: float = 60
+    poll_seconds: float = 5
+    concurrency: int = 32  # POSTs in flight in this process
+    per_endpoint: int = 4  # of which to one endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One POST and what came of it."""
+
+    delivery_id: int
+    message_id: str
+    endpoint_id: uuid.UUID
+    outcome: AttemptOutcome
+    recorded: bool  # False: the lease had passed to another sender meanwhile
+
+
+def body_of(claimed: ClaimedDelivery) -> bytes:
+    """The JSON body of a delivery, the same bytes on every attempt."""
+    return json.dumps(claimed.delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+class WebhookSender:
+    """Claims due deliveries, sends them and records what happened."""
+
+    def __init__(
+        self,
+        queries: Queries,
+        poster: WebhookPoster,
+        listen: Listen | None,
+        limits: SenderLimits,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.queries = queries
+        self.poster = poster
+        self.listen = listen
+        self.limits = limits
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.name = name or f"sender-{uuid.uuid4().hex[:12]}"
+        self.in_flight: Counter[uuid.UUID] = Counter()
+        self.wake = asyncio.Event()
+
+    async def send_due(self) -> list[Attempt]:
+        """One round: claim what is due now, send it all, and return once every outcome is
+        recorded (tests drive the sender with this; run_forever repeats rounds)."""
+        return list(await asyncio.gather(*await self._start_round()))
+
+    async def run_forever(self) -> None:
+        """Send rounds until cancelled: on NOTIFY, when a POST ends, or every poll interval."""
+        listener = None
+        if self.listen is not None:
+            listener = asyncio.create_task(self.listen(lambda _: self.wake.set(), self.wake.set))
+        tasks: set[asyncio.Task[Attempt]] = set()
+        try:
+            while True:
+                try:
+                    started = await self._start_round()
+                except errors.DatabaseUnavailable:
+                    log.warning("webhooks.database_unavailable")
+                    started = []
+                tasks.update(started)
+                for task in started:
+                    task.add_done_callback(tasks.discard)
+                # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the event is set, and the loop never ends.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.limits.poll_seconds):
+                        await self.wake.wait()
+                self.wake.clear()
+        finally:
+            waiting: list[asyncio.Task[Any]] = [*tasks, *([listener] if listener else [])]
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+
+    async def _start_round(self) -> list[asyncio.Task[Attempt]]:
+        now = self.clock()
+        started: list[asyncio.Task[Attempt]] = []
+        for endpoint_id in await self.queries.due_webhook_endpoints(now):
+            free = min(
+                self.limits.per_endpoint - self.in_flight[endpoint_id],
+                self.limits.concurrency - sum(self.in_flight.values()),
+            )
+            if free <= 0:
+                continue
+            claimed = await self.queries.claim_webhook_deliveries(
+                endpoint_id,
+                now=now,
+                lease_seconds=self.limits.lease_seconds,
+                lease_owner=f"{self.name}/{uuid.uuid4().hex[:8]}",
+                limit=free,
+            )
+            for delivery in claimed:
+                self.in_flight[endpoint_id] += 1
+                started.append(asyncio.create_task(self._deliver(delivery)))
+        return started
+
+    async def _deliver(self, claimed: ClaimedDelivery) -> Attempt:
+        delivery = claimed.delivery
+        try:
+            body = body_of(claimed)
+            timestamp = int(self.clock().timestamp())
+            signed = webhook_signing.headers(claimed.secrets, delivery.message_id, timestamp, body)
+            result = await self.poster.post(
+                claimed.url, body, {**signed, "content-type": "application/json"}
+            )
+            try:
+                recorded = await self._record(claimed, result)
+            except errors.DatabaseUnavailable:
+                # The lease runs out and the delivery is sent again (same webhook-id).
+                log.warning("webhooks.record_failed", extra={"delivery_id": delivery.id})
+                recorded = False
+            return Attempt(
+                delivery.id, delivery.message_id, delivery.endpoint_id, result.outcome, recorded
+            )
+        finally:
+            self.in_flight[delivery.endpoint_id] -= 1
+            if not self.in_flight[delivery.endpoint_id]:
+                del self.in_flight[delivery.endpoint_id]
+            self.wake.set()  # a slot is free, and the upload's next event may be due
+
+    async def _record(self, claimed: ClaimedDelivery, result: PostResult) -> bool:
+        delivery, now, outcome = claimed.delivery, self.clock(), result.outcome
+        metrics.WEBHOOK_DELIVERIES.labels(str(delivery.endpoint_id), outcome).inc()
+        log.info(
+            "webhooks.attempt",
+            extra={
+                "delivery_id": delivery.id,
+                "message_id": delivery.message_id,
+                "endpoint_id": str(delivery.endpoint_id),
+                "type": delivery.type,
+                "attempt": delivery.attempts,
+                "outcome": outcome,
+                "http_status": result.status,
+                "error": result.error,
+            },
+        )
+        if outcome is AttemptOutcome.DELIVERED:
+            assert result.status is not None
+            changed_at = await self.queries.mark_webhook_delivered(
+                delivery.id, lease_owner=claimed.lease_owner, now=now, http_status=result.status
+            )
+            if changed_at is not None:
+                seconds = max((now - changed_at).total_seconds(), 0.0)
+                metrics.WEBHOOK_CHANGE_TO_DELIVERED.observe(seconds)
+            return changed_at is not None
+        if outcome is AttemptOutcome.GONE:
+            await self.queries.disable_webhook_endpoint(
+                delivery.endpoint_id, "the endpoint answered 410 Gone"
+            )
+        delay = webhooks.retry_delay(delivery.attempts, self.rng)
+        if outcome is AttemptOutcome.THROTTLED:
+            asked = webhooks.parse_retry_after(result.retry_after, now)
+            pause = asked if asked is not None else (delay or webhooks.RETRY_SCHEDULE[1])
+            await self.queries.throttle_webhook_endpoint(
+                delivery.endpoint_id, now + timedelta(seconds=pause)
+            )
+            if delay is not None:
+                delay = max(delay, pause)
+        return await self.queries.mark_webhook_attempt_failed(
+            delivery.id,
+            lease_owner=claimed.lease_owner,
+            status=DeliveryStatus.DEAD if delay is None else DeliveryStatus.PENDING,
+            next_attempt_at=now + timedelta(seconds=delay or 0),
+            http_status=result.status,
+            error=result.error or (f"HTTP {result.status}" if result.status else None),
+        )

@@ -199,7 +199,7 @@ class Queries(Protocol):
 
     async def stats_hourly(self) -> list[HourlyCount]: ...
 
-    # ---- app webhooks (migration 0007): endpoints, and the deliveries outbox
+    # ---- app webhooks (migration 0008): endpoints, and the deliveries outbox
 
     async def insert_webhook_endpoint(
         self,

@@ -29,7 +29,7 @@ from broker.flows.ports import Queries, WebhookPoster
 
 log = logging.getLogger("broker.webhooks")
 
-CHANNEL = "broker_webhook_deliveries"  # see migrations/0007_app_webhooks.sql
+CHANNEL = "broker_webhook_deliveries"  # see migrations/0008_app_webhooks.sql
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The app-webhook half of MemoryQueries (tests/unit/fakes.py), and a fake WebhookPoster.
 
-It keeps the contract of migration 0007 and queries.sql: a state change queues one delivery
+It keeps the contract of migration 0008 and queries.sql: a state change queues one delivery
 per enabled endpoint whose types and policy match (inside the change's transaction, with a
 wake-up sent once it commits); claims lease due deliveries of one endpoint in seq order per
 upload, skipping leased ones; outcomes are recorded only by the lease holder.
@@ -65,7 +65,7 @@ class MemoryWebhooks:
         self._notify("", "webhooks")
 
     def _enqueue_deliveries(self, upload: Upload, seq: int, at: datetime) -> None:
-        """Migration 0007's trigger: one delivery per matching enabled endpoint."""
+        """Migration 0008's trigger: one delivery per matching enabled endpoint."""
         event = EVENT_OF_STATUS[upload.status]
         queued = False
         for stored in self.endpoints.values():

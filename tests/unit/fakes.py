@@ -144,7 +144,7 @@ class MemoryQueries(MemoryWebhooks):
             at=self.clock(),
         )
         self.history.append((upload.id, entry))
-        self._enqueue_deliveries(upload, entry.id, entry.at)  # migration 0007's trigger
+        self._enqueue_deliveries(upload, entry.id, entry.at)  # migration 0008's trigger
         if upload.status is not UploadStatus.PENDING:  # as the upload_history_notify trigger
             payload = {"upload_id": str(upload.id), "event_id": entry.id, "status": upload.status}
             self._notify(json.dumps(payload))

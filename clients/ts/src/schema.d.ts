@@ -1024,7 +1024,7 @@ export interface components {
         };
         /**
          * DeliveryStatus
-         * @description Where one webhook delivery is (migration 0007's webhook_deliveries_status_check).
+         * @description Where one webhook delivery is (migration 0008's webhook_deliveries_status_check).
          * @enum {string}
          */
         DeliveryStatus: "pending" | "delivered" | "dead";
@@ -1641,7 +1641,7 @@ export interface components {
         };
         /**
          * WebhookEventType
-         * @description What an app's webhook says happened (migration 0007's webhook_deliveries_type_check).
+         * @description What an app's webhook says happened (migration 0008's webhook_deliveries_type_check).
          * @enum {string}
          */
         WebhookEventType: "upload.created" | "upload.finalized" | "upload.rejected" | "upload.expired" | "upload.deleted" | "webhook.test";

@@ -411,3 +411,30 @@ def test_app_webhooks_admin_api_manages_endpoints_and_deliveries(
     assert "broker_webhook_deliveries_pending 4.0" in metrics
     assert "broker_webhook_oldest_pending_age_seconds" in metrics
     assert secret not in metrics
+
+
+def test_app_webhooks_the_outbox_trigger_runs_only_while_an_enabled_endpoint_exists(
+    api, admin_headers, receiver, sql
+):
+    """With no endpoint the create path pays nothing for webhooks (the trigger alone costs
+    ~25 us of PostgreSQL CPU per state change); the switch follows every endpoint change."""
+
+    def trigger_enabled() -> bool:
+        [row] = sql(
+            "SELECT tgenabled <> 'D' AS enabled FROM pg_trigger"
+            " WHERE tgname = 'upload_history_webhook_deliveries'"
+        )
+        return bool(row["enabled"])
+
+    assert not trigger_enabled()
+    created = api.post(
+        "/v1/admin/webhook-endpoints", json={"url": receiver.url}, headers=admin_headers
+    ).json()
+    assert trigger_enabled()
+    path = f"/v1/admin/webhook-endpoints/{created['id']}"
+    assert api.post(f"{path}/disable", json={}, headers=admin_headers).status_code == 200
+    assert not trigger_enabled()
+    assert api.post(f"{path}/enable", headers=admin_headers).status_code == 200
+    assert trigger_enabled()
+    sql("DELETE FROM webhook_endpoints")
+    assert not trigger_enabled()

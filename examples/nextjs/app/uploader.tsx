@@ -7,7 +7,7 @@ import Link from "next/link";
 import { useRef, useState, type FormEvent } from "react";
 
 import { brokerClient } from "@/lib/broker-api";
-import { BROKER_URL, NotSignedInError } from "@/lib/broker-token";
+import { NotSignedInError } from "@/lib/broker-token";
 import { formatBytes } from "@/lib/format";
 
 type State =
@@ -17,7 +17,7 @@ type State =
   | { phase: "cancelled" }
   | { phase: "failed"; message: string };
 
-export default function Uploader({ user }: { user: string }) {
+export default function Uploader({ user, brokerUrl }: { user: string; brokerUrl: string }) {
   const [file, setFile] = useState<File | null>(null);
   const [state, setState] = useState<State>({ phase: "idle" });
   const controller = useRef<AbortController | null>(null);
@@ -43,7 +43,7 @@ export default function Uploader({ user }: { user: string }) {
     };
     show({});
     try {
-      const client = await brokerClient(user); // fetches a token from /api/broker-token
+      const client = await brokerClient(brokerUrl, user); // fetches a token from /api/broker-token
       const record = await uploadFile(client, file, {
         signal: abort.signal,
         onProgress: (sent, total) => show({ sent, total }),
@@ -61,7 +61,7 @@ export default function Uploader({ user }: { user: string }) {
       } else if (error instanceof NotSignedInError) {
         window.location.assign("/login");
       } else {
-        setState({ phase: "failed", message: describe(error) });
+        setState({ phase: "failed", message: describe(error, brokerUrl) });
       }
     } finally {
       controller.current = null;
@@ -72,7 +72,7 @@ export default function Uploader({ user }: { user: string }) {
     <section className="card">
       <h1>Upload a file</h1>
       <p className="note">
-        The bytes go from this browser straight to MinIO; the broker at <code>{BROKER_URL}</code>{" "}
+        The bytes go from this browser straight to MinIO; the broker at <code>{brokerUrl}</code>{" "}
         records the upload as <code>{user}</code>.
       </p>
       <form onSubmit={onSubmit} className="row">
@@ -157,13 +157,13 @@ function Progress({ state }: { state: State }) {
   }
 }
 
-function describe(error: unknown): string {
+function describe(error: unknown, brokerUrl: string): string {
   if (error instanceof BrokerUploadError) {
     return `${error.message} (${error.code})`;
   }
   if (error instanceof TypeError) {
     // fetch's own error: usually CORS (BROKER_CORS_ORIGINS) or the broker is not running.
-    return `Could not reach the broker at ${BROKER_URL} (${error.message}). Is it running, with BROKER_CORS_ORIGINS including ${window.location.origin}?`;
+    return `Could not reach the broker at ${brokerUrl} (${error.message}). Is it running, with BROKER_CORS_ORIGINS including ${window.location.origin}?`;
   }
   return error instanceof Error ? error.message : String(error);
 }

@@ -1,11 +1,5 @@
 // Browser side: fetch (and reuse) a broker token from our route handler.
 
-/** Where the browser reaches the broker; inlined at build time. */
-export const BROKER_URL = (process.env.NEXT_PUBLIC_BROKER_URL || "http://127.0.0.1:8000").replace(
-  /\/+$/,
-  "",
-);
-
 export class NotSignedInError extends Error {
   constructor() {
     super("You are not signed in.");

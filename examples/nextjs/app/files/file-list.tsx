@@ -10,7 +10,7 @@ import { formatBytes, formatTime } from "@/lib/format";
 
 const PAGE_SIZE = 20;
 
-export default function FileList({ user }: { user: string }) {
+export default function FileList({ user, brokerUrl }: { user: string; brokerUrl: string }) {
   const [items, setItems] = useState<UploadRecord[]>([]);
   const [cursor, setCursor] = useState<string | null>(null);
   const [done, setDone] = useState(false);
@@ -23,7 +23,7 @@ export default function FileList({ user }: { user: string }) {
       setLoading(true);
       setError(null);
       try {
-        const page = await listUploads(user, after, PAGE_SIZE);
+        const page = await listUploads(brokerUrl, user, after, PAGE_SIZE);
         setItems((previous) => (replace ? page.items : [...previous, ...page.items]));
         setCursor(page.next_cursor);
         setDone(page.next_cursor === null);
@@ -33,7 +33,7 @@ export default function FileList({ user }: { user: string }) {
         setLoading(false);
       }
     },
-    [user],
+    [brokerUrl, user],
   );
 
   useEffect(() => {
@@ -72,7 +72,7 @@ export default function FileList({ user }: { user: string }) {
           </thead>
           <tbody>
             {items.map((item) => (
-              <Row key={item.id} item={item} user={user} onError={setError} />
+              <Row key={item.id} item={item} user={user} brokerUrl={brokerUrl} onError={setError} />
             ))}
           </tbody>
         </table>
@@ -91,10 +91,12 @@ export default function FileList({ user }: { user: string }) {
 function Row({
   item,
   user,
+  brokerUrl,
   onError,
 }: {
   item: UploadRecord;
   user: string;
+  brokerUrl: string;
   onError: (message: string | null) => void;
 }) {
   const [opening, setOpening] = useState(false);
@@ -105,7 +107,7 @@ function Row({
     // Open the tab during the click (popup blockers allow that), point it at the link after.
     const tab = window.open("", "_blank");
     try {
-      const url = await downloadUrl(user, item.id);
+      const url = await downloadUrl(brokerUrl, user, item.id);
       if (tab !== null) {
         tab.opener = null;
         tab.location.href = url;

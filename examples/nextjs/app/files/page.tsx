@@ -1,5 +1,6 @@
 import { redirect } from "next/navigation";
 
+import { brokerUrl } from "@/lib/broker-url";
 import { currentUser } from "@/lib/session";
 
 import FileList from "./file-list";
@@ -14,7 +15,7 @@ export default async function FilesPage() {
   }
   return (
     <>
-      <FileList user={user} />
+      <FileList user={user} brokerUrl={brokerUrl()} />
       <RecordedFiles user={user} />
     </>
   );

@@ -1,6 +1,7 @@
-"""The Next.js example (examples/nextjs) as built for production: `next start` on a free loopback
+"""The Next.js example (examples/nextjs) as built for production: `next start` on a loopback
 port, its webhook route fed events signed by the reference library (standardwebhooks on PyPI),
-and its pages opened in a real headless Chromium.
+its pages opened in a real headless Chromium, and the whole flow (sign in, upload to the test
+broker and MinIO, the broker's own webhook recorded by the app) driven from that browser.
 
 The app is installed and built by npm beforehand (the Makefile's `web` target does it):
     cd clients/ts && npm ci && npm run build
@@ -19,6 +20,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,8 +29,11 @@ from typing import Any
 import httpx
 import pytest
 import standardwebhooks
+from playwright.sync_api import expect
 
+from broker import auth, config
 from broker.dev import devstack
+from tests import services
 from tests.e2e import chromium
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "nextjs"
@@ -52,8 +57,6 @@ class NextApp:
 @pytest.fixture(scope="module")
 def next_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NextApp]:
     """`next start` of the example's production build, with a webhook secret of its own."""
-    if not (EXAMPLE / ".next" / "BUILD_ID").is_file() or not NEXT.is_file():
-        pytest.fail(BUILD_HINT)
     folder = tmp_path_factory.mktemp("nextjs")
     app = NextApp(
         url=f"http://127.0.0.1:{devstack.free_port()}",
@@ -62,9 +65,22 @@ def next_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NextApp]:
         log=folder / "next.log",
     )
     env = {
-        **os.environ,
         "BROKER_WEBHOOK_SECRET": app.secret,
         "BROKER_JWT_SECRET": secrets.token_urlsafe(32),  # so /api/broker-token answers
+    }
+    with next_start(app, env):
+        yield app
+
+
+@contextmanager
+def next_start(app: NextApp, env: dict[str, str]) -> Iterator[None]:
+    """`next start` serving `app.url` (loopback) with `env` on top of this process's
+    environment, stopped with its workers at the end of the block."""
+    if not (EXAMPLE / ".next" / "BUILD_ID").is_file() or not NEXT.is_file():
+        pytest.fail(BUILD_HINT)
+    full_env = {
+        **os.environ,
+        **env,
         "WEBHOOK_STORE_FILE": str(app.store_file),
         "NEXT_TELEMETRY_DISABLED": "1",
     }
@@ -73,14 +89,14 @@ def next_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NextApp]:
         process = subprocess.Popen(
             ["node", str(NEXT), "start", "-H", "127.0.0.1", "-p", port],
             cwd=EXAMPLE,
-            env=env,
+            env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopping it stops its workers
         )
     try:
         _wait_until_serving(app, process)
-        yield app
+        yield
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -235,3 +251,131 @@ def test_nextjs_pages_load_with_no_failed_request(next_app: NextApp) -> None:
     assert failed == [] and not_found == [], (failed, not_found)
     assert recorded == [json.loads(body)["data"]["id"]]
     assert icon is not None and icon_response.ok and icon_type.startswith("image/svg+xml"), icon
+
+
+# The whole flow: the example served by `next start` with the test broker's address and
+# secrets, a real sign-in and upload in Chromium, and the broker's own signed webhook.
+
+WAIT_MS = 30_000  # the deadline of every wait in the browser
+
+
+@pytest.fixture
+def settings(settings: config.Settings, found_services: services.Services) -> config.Settings:
+    """The test's broker sending app webhooks (its sender runs; the outbox NOTIFY wakes it, the
+    poll is a backstop), to the example served from the page origin on loopback."""
+    return settings.model_copy(
+        update={
+            "webhook_sender": True,
+            "webhook_poll_seconds": 0.5,
+            "webhook_allowed_hosts": (f"127.0.0.1:{found_services.page_port}",),
+        }
+    )
+
+
+def test_nextjs_example_uploads_through_the_broker_and_records_the_webhook(
+    settings: config.Settings,
+    broker: str,
+    found_services: services.Services,
+    tmp_path: Path,
+) -> None:
+    """Sign in, upload through the example's page to the real broker and MinIO, see it
+    finalized; the broker's webhook reaches the example's route, which records the file on the
+    user's record. The example runs on the page origin, which the broker's and MinIO's CORS
+    allow; it learns the broker's address (a new port every run) when it starts, not when built.
+    """
+    app = NextApp(
+        url=found_services.page_origin,
+        secret="",
+        store_file=tmp_path / "webhook-store.json",
+        log=tmp_path / "next.log",
+    )
+    admin = {"Authorization": f"Bearer {auth.issue_token(settings.jwt_secret, 'ops', admin=True)}"}
+    created = httpx.post(
+        f"{broker}/v1/admin/webhook-endpoints",
+        json={"url": f"{app.url}/api/broker-webhook", "description": "nextjs example"},
+        headers=admin,
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    app.secret = created.json()["secret"]
+    user = f"dora-{uuid.uuid4().hex[:8]}"
+    content = b"hello from the Next.js example\n"
+    env = {
+        "BROKER_URL": broker,
+        "BROKER_JWT_SECRET": settings.jwt_secret,
+        "BROKER_WEBHOOK_SECRET": app.secret,
+    }
+    failed: list[str] = []
+    console_errors: list[str] = []
+    with next_start(app, env), chromium.browser() as browser:
+        context = browser.new_context()
+        context.set_default_timeout(WAIT_MS)
+        page = context.new_page()
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: console_errors.append(str(e)))
+        page.on(
+            "response", lambda r: failed.append(f"{r.url} {r.status}") if r.status >= 400 else None
+        )
+        # Leaving a page aborts its prefetches and the status stream (net::ERR_ABORTED): not a
+        # failure. A CORS refusal or a refused connection is.
+        page.on(
+            "requestfailed",
+            lambda r: (
+                failed.append(f"{r.url} {r.failure}") if r.failure != "net::ERR_ABORTED" else None
+            ),
+        )
+
+        page.goto(f"{app.url}/login")
+        page.fill("input[name=name]", user)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{app.url}/")
+        shown_broker = page.locator("p.note code").first.inner_text()
+
+        upload_button = page.get_by_role("button", name="Upload", exact=True)
+        expect(upload_button).to_be_disabled()  # no file chosen yet
+        page.set_input_files(
+            "input[type=file]",
+            files=[{"name": "hello.txt", "mimeType": "text/plain", "buffer": content}],
+        )
+        expect(upload_button).to_be_enabled()
+        upload_button.click()
+        expect(page.locator("span.status-finalized")).to_be_visible()
+        upload_id = page.locator("span.status-finalized ~ code").inner_text()
+        # The settled file is forgotten: Upload waits for another file (no duplicate upload).
+        expect(upload_button).to_be_disabled()
+        expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
+
+        # The files page: the broker's list, and (server side) what the webhook recorded. The
+        # webhook may land a moment after the page saw `finalized`: reload until it shows.
+        page.goto(f"{app.url}/files")
+        expect(page.locator(f"tr:has(code:text-is('{upload_id}')) span.status")).to_have_text(
+            "finalized"
+        )
+        recorded = page.locator("tr.recorded-file code")
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while recorded.all_inner_texts() != [upload_id] and time.monotonic() < deadline:
+            page.wait_for_timeout(250)  # polling with a deadline
+            page.reload()
+        recorded_on_page = recorded.all_inner_texts()
+        context.close()
+        stored = json.loads(app.store_file.read_text()) if app.store_file.exists() else None
+
+    assert shown_broker == broker
+    assert recorded_on_page == [upload_id], (recorded_on_page, app.log.read_text()[-2000:])
+    # Nothing the page asked for failed: no favicon 404, no CORS or broker error.
+    assert failed == [] and console_errors == [], (failed, console_errors)
+    # The broker's record, read as the user (its owner: another user's GET answers 404).
+    response = httpx.get(
+        f"{broker}/v1/uploads/{upload_id}",
+        headers={"Authorization": f"Bearer {auth.issue_token(settings.jwt_secret, user)}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    record = response.json()
+    assert (record["status"], record["size"]) == ("finalized", len(content))
+    # On the user's record, as the broker reported it (the client sent no checksum here, so
+    # sha256 is whatever the broker's record says).
+    files = (stored or {}).get("users", {}).get(user, {}).get("files", [])
+    assert [(f["id"], f["size"], f["content_type"], f["sha256"]) for f in files] == [
+        (upload_id, len(content), "text/plain", record["sha256"])
+    ], stored

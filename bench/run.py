@@ -42,7 +42,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench import listing, multipart
+from bench import listing, multipart, webhooks
 from broker import auth, config
 from broker.adapters import migrate, storage
 from broker.dev import devstack
@@ -51,9 +51,10 @@ REPO = Path(__file__).resolve().parent.parent
 # BENCH_QUICK=1: the create-upload throughput only, to compare changes while working on them.
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 # BENCH_ONLY=listing: the listing and search section alone (1,000,000 rows, EXPLAIN, p99s).
+# BENCH_ONLY=webhooks: the app-webhook section alone (bench/webhooks.py).
 ONLY = os.environ.get("BENCH_ONLY", "")
-if ONLY not in ("", "listing"):
-    raise SystemExit(f"BENCH_ONLY={ONLY!r}: only 'listing' is known")
+if ONLY not in ("", "listing", "webhooks"):
+    raise SystemExit(f"BENCH_ONLY={ONLY!r}: only 'listing' and 'webhooks' are known")
 BIN = Path(sys.executable).parent
 LUA_SCRIPT = Path(__file__).with_name("create_upload.lua")
 
@@ -210,6 +211,7 @@ class Stack:
     baseline: Server
     settings: config.Settings
     token: str
+    receiver: Server  # the app server of the webhook section (bench/webhook_receiver.py)
 
 
 @contextlib.contextmanager
@@ -268,6 +270,26 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
                 "BROKER_LOG_LEVEL": "WARNING",
             }
         )
+        receiver_port = devstack.free_port()
+        env["BROKER_WEBHOOK_ALLOWED_HOSTS"] = f"127.0.0.1:{receiver_port}"
+        print(f"starting the webhook receiver on 127.0.0.1:{receiver_port} ...", flush=True)
+        receiver_cmd = [
+            sys.executable,
+            "-m",
+            "bench.webhook_receiver",
+            "--port",
+            str(receiver_port),
+        ]
+        receiver = start_server(
+            "receiver",
+            receiver_cmd,
+            {**env, "PYTHONPATH": str(REPO)},
+            workdir,
+            receiver_port,
+            "/received",
+        )
+        stack.callback(stop_process, receiver.process)
+
         print(f"starting the broker on 127.0.0.1:{broker_port} ...", flush=True)
         broker_cmd = [str(BIN / "broker"), "serve", "--port", str(broker_port), "--workers", "1"]
         broker = start_server("broker", broker_cmd, env, workdir, broker_port, "/healthz")
@@ -282,7 +304,7 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
         stack.callback(stop_process, baseline.process)
 
         token = auth.issue_token(jwt_secret, SUBJECT, ttl_seconds=3600)
-        yield Stack(postgres, minio, broker, baseline, settings, token)
+        yield Stack(postgres, minio, broker, baseline, settings, token, receiver)
         print("stopping the broker, the baseline, MinIO and PostgreSQL ...", flush=True)
 
 
@@ -607,6 +629,21 @@ def listing_section(stack: Stack) -> list[str]:
     return listing.run(stack.postgres.url, stack.broker.base_url, stack.settings.jwt_secret)
 
 
+def webhook_section(stack: Stack, wrk: str) -> list[str]:
+    """bench/webhooks.py on this stack, its create rounds run by this file's wrk runner."""
+
+    def create_run(seconds: int) -> float:
+        return run_wrk(wrk, stack.broker, "/v1/uploads", stack, seconds).requests_per_second
+
+    try:
+        return webhooks.run(
+            stack.broker.base_url, stack.receiver.base_url, stack.postgres.url,
+            stack.settings.jwt_secret, stack.token, create_run, WRK_SECONDS,
+        )  # fmt: skip
+    except webhooks.WebhookBenchError as exc:
+        raise BenchError(str(exc)) from exc
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # run the same clean-up as Ctrl-C
 
@@ -629,6 +666,10 @@ def main() -> int:
                 print("\n".join(listing_section(stack)))
                 keep = False
                 return 0
+            if ONLY == "webhooks":
+                print("\n".join(webhook_section(stack, wrk)))
+                keep = False
+                return 0
             runs = throughput(stack, wrk)
             if QUICK:
                 print("\n".join(throughput_table(runs)))
@@ -637,6 +678,7 @@ def main() -> int:
             print(f"finalize: {FINALIZE_UPLOADS} sequential uploads ...", flush=True)
             fin = finalize_latency(stack)
             sections = [
+                webhook_section(stack, wrk),
                 multipart.run(workdir, stack.settings, stack.broker.base_url),
                 listing_section(stack),
             ]

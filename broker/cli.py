@@ -1,4 +1,5 @@
-"""Command line: `broker serve | migrate | init | token | dev`."""
+"""Command line: `broker serve | migrate | init | token | dev`, and the operator commands
+`broker uploads | stats | reconcile | webhooks`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from dotenv import dotenv_values
@@ -19,8 +21,15 @@ from broker import auth, config, logs
 from broker.adapters import migrate, storage
 from broker.app import create_app
 from broker.domain import errors, policies
-from broker.domain.model import UploadFilters, UploadStatus
-from broker.ops import commands
+from broker.domain.model import (
+    SUBSCRIBABLE_EVENT_TYPES,
+    DeliveryStatus,
+    UploadFilters,
+    UploadStatus,
+    WebhookEventType,
+)
+from broker.domain.webhooks import DeliveryFilters
+from broker.ops import commands, webhook_commands
 
 GC_YOUNG_THRESHOLD = 20_000
 
@@ -75,8 +84,47 @@ def mint_token(env_file: str, subject: str, ttl: int, admin: bool, scope: str | 
     return auth.issue_token(secret, subject, ttl, admin=admin, scope=scope)
 
 
+async def webhooks_command(args: argparse.Namespace, settings: config.Settings) -> str:
+    """Run `broker webhooks ...` and return what to print."""
+    action, as_json = args.webhooks_command, args.json
+    if action == "add":
+        return await webhook_commands.add(
+            settings,
+            args.url,
+            event_types=args.event_type or [],
+            policy=args.policy,
+            description=args.description,
+            as_json=as_json,
+        )
+    if action == "list":
+        return await webhook_commands.list_endpoints(settings, as_json)
+    if action == "rotate":
+        return await webhook_commands.rotate(settings, args.endpoint_id, as_json)
+    if action == "test":
+        return await webhook_commands.send_test(settings, args.endpoint_id, as_json)
+    if action == "deliveries":
+        filters = DeliveryFilters(
+            endpoint_id=args.endpoint,
+            status=DeliveryStatus(args.status) if args.status else None,
+            upload_id=args.upload,
+            type=WebhookEventType(args.type) if args.type else None,
+        )
+        return await webhook_commands.deliveries(settings, filters, args.limit, as_json)
+    if action == "replay":
+        since = commands.parse_duration(args.since)
+        return await webhook_commands.replay(settings, args.endpoint_id, since, as_json)
+    if action == "retry":
+        return await webhook_commands.retry(settings, args.delivery_id, as_json)
+    reason = getattr(args, "reason", "")
+    return await webhook_commands.set_enabled(
+        settings, args.endpoint_id, action == "enable", reason, as_json
+    )
+
+
 async def operator_command(args: argparse.Namespace, settings: config.Settings) -> str:
-    """Run `broker uploads | stats | reconcile` and return what to print."""
+    """Run `broker uploads | stats | reconcile | webhooks` and return what to print."""
+    if args.command == "webhooks":
+        return await webhooks_command(args, settings)
     if args.command == "stats":
         return await commands.show_stats(settings, args.json)
     if args.command == "reconcile":
@@ -92,6 +140,59 @@ async def operator_command(args: argparse.Namespace, settings: config.Settings) 
         search=commands.search_text(args.search) if args.search else None,
     )
     return await commands.list_uploads(settings, filters, args.limit, args.json)
+
+
+def _uuid(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an id (a UUID)") from None
+
+
+def add_webhooks_parser(commands: Any) -> None:
+    """`broker webhooks ...`: the apps' webhook endpoints and their deliveries."""
+    p_webhooks = commands.add_parser("webhooks", help="apps' webhook endpoints and deliveries")
+    actions = p_webhooks.add_subparsers(dest="webhooks_command", required=True)
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(name, help=help)
+        parser.add_argument("--json", action="store_true")
+        return parser
+
+    p_add = action("add", "register an endpoint; prints its secret, this once")
+    p_add.add_argument("url", help="https://..., or http:// for an allowed local host:port")
+    p_add.add_argument(
+        "--event-type",
+        action="append",
+        metavar="TYPE",
+        choices=sorted(kind.value for kind in SUBSCRIBABLE_EVENT_TYPES),
+        help="repeat for several; none: every upload.* type",
+    )
+    p_add.add_argument("--policy", help="only uploads of this policy")
+    p_add.add_argument("--description", default="")
+    action("list", "every endpoint (never a secret)")
+    for name, help in (
+        ("rotate", "a new secret, printed this once; the old one signs too for 24 hours"),
+        ("test", "queue a webhook.test event to the endpoint now"),
+        ("enable", "send to the endpoint again, waiting deliveries first"),
+    ):
+        action(name, help).add_argument("endpoint_id", type=_uuid)
+    p_disable = action("disable", "stop sending to the endpoint; deliveries wait")
+    p_disable.add_argument("endpoint_id", type=_uuid)
+    p_disable.add_argument("--reason", default=webhook_commands.CLI_DISABLE_REASON)
+    p_deliveries = action("deliveries", "deliveries, newest first")
+    p_deliveries.add_argument("--endpoint", type=_uuid, metavar="ENDPOINT_ID")
+    p_deliveries.add_argument("--status", choices=[status.value for status in DeliveryStatus])
+    p_deliveries.add_argument("--upload", type=_uuid, metavar="UPLOAD_ID")
+    p_deliveries.add_argument("--type", choices=[kind.value for kind in WebhookEventType])
+    p_deliveries.add_argument("--limit", type=int, default=50, help="1 to 500")
+    p_replay = action("replay", "send the endpoint's delivered and dead events again")
+    p_replay.add_argument("endpoint_id", type=_uuid)
+    p_replay.add_argument(
+        "--since", required=True, metavar="DURATION", help="changes this long ago: 90s, 15m, 2h, 2d"
+    )
+    p_retry = action("retry", "send a dead delivery again, with a fresh schedule")
+    p_retry.add_argument("delivery_id", type=int)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_reconcile.add_argument("--dry-run", action="store_true", help="report, change nothing")
     p_reconcile.add_argument("--json", action="store_true")
+
+    add_webhooks_parser(commands)
 
     p_dev = commands.add_parser("dev", help="run PostgreSQL, MinIO and the broker locally")
     p_dev.add_argument("--state-dir", type=Path, default=Path(".state"))

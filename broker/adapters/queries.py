@@ -560,3 +560,8 @@ class Queries:
         row = await self._row("webhook_backlog")
         assert row is not None  # an aggregate always has its row
         return WebhookBacklog(row[0], row[1])
+
+    async def count_dead_webhook_deliveries(self) -> int:
+        row = await self._row("count_dead_webhook_deliveries")
+        assert row is not None  # an aggregate always has its row
+        return int(row[0])

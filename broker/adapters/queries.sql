@@ -524,3 +524,7 @@ RETURNING id;
 -- Deliveries not yet delivered nor dead, and when the oldest one's change happened.
 SELECT count(*) AS pending, min(created_at) AS oldest_created_at
 FROM webhook_deliveries WHERE status = 'pending';
+
+-- name: count_dead_webhook_deliveries
+-- Deliveries that gave up (for the /ops page; not the metrics scrape: no index holds them).
+SELECT count(*) FROM webhook_deliveries WHERE status = 'dead';

@@ -29,6 +29,7 @@ COOKIE = "broker_ops"
 DEFAULT_COOKIE_SECONDS = 3600
 PENDING_ROWS = 100
 SEARCH_ROWS = 50
+DELIVERY_ROWS = 20
 
 # Every response of these routes: never cached, never framed, no scripts, no inline styles,
 # no referrer (the login URL carries a token), forms (the search box) sent to this origin
@@ -84,7 +85,8 @@ def _seconds_left(token: str) -> int:
 @router.get("/ops", response_class=HTMLResponse, include_in_schema=False)
 async def ops(request: Request, q: str | None = None) -> Response:
     """Operators' page: counts by status, pending uploads with ages, stuck ones, hourly chart;
-    with `q`, the newest uploads whose filename contains it (the page's search box)."""
+    with `q`, the newest uploads whose filename contains it (the page's search box); the
+    apps' webhook backlog, dead deliveries and newest deliveries."""
     header_token = bearer_token(request)
     token = header_token or request.cookies.get(COOKIE)
     if not token:
@@ -107,8 +109,14 @@ async def ops(request: Request, q: str | None = None) -> Response:
     elif text:
         found = await service.list(UploadFilters(search=text), "-created_at", SEARCH_ROWS, None)
         search = ops_page.Search(text, found.items, more=found.next_cursor is not None)
+    deliveries = await flows_of(request).webhooks.overview(DELIVERY_ROWS)
     page = ops_page.render_ops_page(
-        stats, pending.items, datetime.now(UTC), _ops_path(request), search=search
+        stats,
+        pending.items,
+        datetime.now(UTC),
+        _ops_path(request),
+        search=search,
+        deliveries=deliveries,
     )
     return _page(page)
 

@@ -43,6 +43,23 @@ class DeliveryPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class RecentDelivery:
+    """A delivery with where it goes (None: the endpoint is gone)."""
+
+    delivery: WebhookDelivery
+    endpoint: WebhookEndpoint | None
+
+
+@dataclass(frozen=True)
+class DeliveriesOverview:
+    """What the /ops page shows of the deliveries: the backlog, the dead, the latest."""
+
+    backlog: WebhookBacklog
+    dead: int
+    recent: list[RecentDelivery]
+
+
 class AppWebhooks:
     """Endpoints and deliveries, for operators (API and CLI)."""
 
@@ -180,6 +197,17 @@ class AppWebhooks:
         if count:
             await self.queries.notify_webhook_senders()
         return count
+
+    async def overview(self, recent: int) -> DeliveriesOverview:
+        """The backlog, the dead count and the newest `recent` deliveries with their
+        endpoints (the /ops page)."""
+        latest = await self.queries.list_webhook_deliveries(DeliveryFilters(), None, recent)
+        endpoints = {e.id: e for e in await self.queries.list_webhook_endpoints()}
+        return DeliveriesOverview(
+            backlog=await self.queries.webhook_backlog(),
+            dead=await self.queries.count_dead_webhook_deliveries(),
+            recent=[RecentDelivery(d, endpoints.get(d.endpoint_id)) for d in latest],
+        )
 
     async def backlog(self) -> WebhookBacklog:
         """Deliveries still to make (read for every metrics scrape)."""

@@ -283,6 +283,8 @@ class Queries(Protocol):
 
     async def webhook_backlog(self) -> WebhookBacklog: ...
 
+    async def count_dead_webhook_deliveries(self) -> int: ...
+
 
 class WebhookPoster(Protocol):
     """POSTs a signed webhook to an app's endpoint: never raises for what the endpoint (or

@@ -21,6 +21,7 @@ import jinja2
 
 from broker.domain.model import HourlyCount, StatusPolicyCount, Upload, UploadStatus
 from broker.flows.admin import Stats
+from broker.flows.app_webhooks import DeliveriesOverview
 from broker.ops.formatting import format_age, format_bytes
 
 REFRESH_SECONDS = 30
@@ -289,9 +290,11 @@ def render_ops_page(
     now: datetime,
     ops_path: str = "/ops",
     search: Search | None = None,
+    deliveries: DeliveriesOverview | None = None,
 ) -> str:
     """The whole operators' page for `Admin.stats()` and the oldest pending uploads, with
-    the results of a filename search when one was asked for.
+    the results of a filename search when one was asked for, and the apps' webhook
+    deliveries (`AppWebhooks.overview()`) when given.
 
     `ops_path` is where the page is served (under a proxy's root path, say): the page links
     its stylesheet there, and the search box sends its form there.
@@ -308,6 +311,7 @@ def render_ops_page(
         stuck_shown=sum(upload.is_stuck(now) for upload in pending_uploads),
         chart=chart_geometry(stats.hourly),
         search=search,
+        deliveries=deliveries,
     )
 
 

@@ -114,6 +114,10 @@ def test_an_operator_signs_in_and_sees_the_pending_upload(
         box = chart.bounding_box()
         assert box is not None and box["width"] > 600 and box["height"] > 150
         expect(page.locator("#reconciler-runs")).to_be_attached()
+        # The apps' webhook deliveries: no endpoint here, so an empty backlog and table.
+        expect(page.get_by_test_id("webhook-pending").locator(".card-value")).to_have_text("0")
+        expect(page.get_by_test_id("webhook-dead").locator(".card-value")).to_have_text("0")
+        expect(page.locator("#deliveries")).to_contain_text("No webhook deliveries yet.")
 
         # Styled by the broker's own stylesheet, and nothing refused by the CSP.
         assert stylesheets == [(f"{broker}/ops/static/ops.css", 200)]

@@ -378,6 +378,10 @@ class MemoryWebhooks:
         ]
         return WebhookBacklog(len(pending), min(pending) if pending else None)
 
+    async def count_dead_webhook_deliveries(self) -> int:
+        self._check()
+        return sum(s.delivery.status is DeliveryStatus.DEAD for s in self.deliveries.values())
+
 
 class FakePoster:
     """The WebhookPoster port: records each POST and answers by script (then `default`)."""

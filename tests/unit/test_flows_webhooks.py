@@ -4,6 +4,7 @@ ordering, leases, and the operators' endpoint and delivery management."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import uuid
@@ -320,5 +321,23 @@ def test_webhooks_backlog_counts_pending_deliveries():
         backlog = await world.webhooks.backlog()
         assert (backlog.pending, backlog.oldest_age_seconds(world.clock())) == (1, 30)
         assert world.queries.uploads and UploadStatus.PENDING
+
+    run(scenario())
+
+
+def test_webhooks_overview_counts_the_backlog_and_the_dead_and_names_the_endpoints():
+    async def scenario() -> None:
+        world = World()
+        endpoint, _ = await world.webhooks.create(
+            "https://app.example/hooks", event_types=[], policy=None
+        )
+        first, second = world.upload(), world.upload()
+        for stored in world.queries.deliveries.values():
+            if stored.delivery.upload_id == first:
+                stored.delivery = dataclasses.replace(stored.delivery, status=DeliveryStatus.DEAD)
+        overview = await world.webhooks.overview(recent=1)
+        assert (overview.backlog.pending, overview.dead) == (1, 1)
+        (latest,) = overview.recent  # newest first, cut at `recent`
+        assert latest.delivery.upload_id == second and latest.endpoint == endpoint
 
     run(scenario())

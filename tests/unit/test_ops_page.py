@@ -11,14 +11,18 @@ from typing import Any
 import pytest
 
 from broker.domain.model import (
+    DeliveryStatus,
     HourlyCount,
     PendingSummary,
     ReconcilerRun,
     StatusPolicyCount,
     Upload,
     UploadStatus,
+    WebhookEventType,
 )
+from broker.domain.webhooks import WebhookBacklog, WebhookDelivery, WebhookEndpoint
 from broker.flows.admin import Stats
+from broker.flows.app_webhooks import DeliveriesOverview, RecentDelivery
 from broker.ops import page as ops_page
 from tests.unit.fakes import an_upload
 
@@ -225,7 +229,10 @@ def test_an_idle_day_still_draws_a_chart() -> None:
 
 
 def test_the_page_is_self_contained_and_refreshes_itself() -> None:
-    page = ops_page.render_ops_page(stats(), [upload()], NOW)
+    to = endpoint()
+    page = ops_page.render_ops_page(
+        stats(), [upload()], NOW, deliveries=overview(RecentDelivery(delivery(to, 1), to))
+    )
     assert page.startswith("<!doctype html>")
     assert '<meta http-equiv="refresh" content="30">' in page
     tags = parse(page)
@@ -237,7 +244,7 @@ def test_the_page_is_self_contained_and_refreshes_itself() -> None:
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     ids = [attrs["id"] for _, attrs in tags if attrs.get("id")]
     assert len(ids) == len(set(ids))
-    assert {"counts", "pending", "hourly-chart", "reconciler-runs"} <= set(ids)
+    assert {"counts", "pending", "hourly-chart", "reconciler-runs", "deliveries"} <= set(ids)
     assert "expired 1 · finalized 2" in page and "0.12 s" in page
 
 
@@ -257,6 +264,9 @@ def test_no_page_has_inline_styles() -> None:
     """The CSP says style-src 'self': an inline style would be dropped by the browser."""
     pages = [
         ops_page.render_ops_page(stats(), [upload(), upload(expires_at=NOW)], NOW),
+        ops_page.render_ops_page(
+            stats(), [], NOW, deliveries=overview(RecentDelivery(delivery(endpoint(), 1), None))
+        ),
         ops_page.render_sign_in_page("No admin token was sent."),
         ops_page.render_admin_required_page("alice"),
     ]
@@ -308,3 +318,99 @@ def test_a_hostile_search_text_is_escaped_in_the_box_and_the_summary() -> None:
     box = next(attrs for tag, attrs in parse(page) if tag == "input")
     assert box["value"] == text  # the attribute holds the text, and only it
     assert "No upload's filename contains “&#34;&gt;&lt;script&gt;" in page
+
+
+# ---------------------------------------------------------------- webhook deliveries
+
+
+def endpoint(**fields: Any) -> WebhookEndpoint:
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "url": "https://app.example/hooks",
+        "description": "the app",
+        "event_types": (),
+        "policy": None,
+        "previous_secret_expires_at": None,
+        "disabled_at": None,
+        "disabled_reason": None,
+        "throttled_until": None,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    return WebhookEndpoint(**values | fields)
+
+
+def delivery(to: WebhookEndpoint, number: int, **fields: Any) -> WebhookDelivery:
+    values: dict[str, Any] = {
+        "id": number,
+        "endpoint_id": to.id,
+        "message_id": f"msg_{number}",
+        "upload_id": uuid.uuid4(),
+        "seq": number,
+        "type": WebhookEventType.UPLOAD_CREATED,
+        "payload": {},
+        "status": DeliveryStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": NOW,
+        "last_status": None,
+        "last_error": None,
+        "created_at": NOW - timedelta(minutes=4, seconds=5),
+        "delivered_at": None,
+    }
+    return WebhookDelivery(**values | fields)
+
+
+def overview(*recent: RecentDelivery, pending: int = 0, dead: int = 0) -> DeliveriesOverview:
+    oldest = NOW - timedelta(hours=1, minutes=2) if pending else None
+    return DeliveriesOverview(WebhookBacklog(pending, oldest), dead, list(recent))
+
+
+def test_the_deliveries_panel_shows_the_backlog_the_dead_and_the_newest_deliveries() -> None:
+    to = endpoint()
+    dead = delivery(to, 7, status=DeliveryStatus.DEAD, attempts=10, last_status=500,
+                    last_error="HTTP 500 from the app")  # fmt: skip
+    sent = delivery(to, 6, status=DeliveryStatus.DELIVERED, attempts=1, last_status=204,
+                    type=WebhookEventType.UPLOAD_FINALIZED)  # fmt: skip
+    page = ops_page.render_ops_page(
+        stats(), [], NOW,
+        deliveries=overview(RecentDelivery(dead, to), RecentDelivery(sent, to), pending=3, dead=1),
+    )  # fmt: skip
+    assert re.search(r'data-testid="webhook-pending">.*?card-value">3<', page, re.S)
+    assert re.search(r'data-testid="webhook-oldest">.*?card-value">1h 2m<', page, re.S)
+    assert re.search(r'class="card alert" data-testid="webhook-dead">.*?card-value">1<', page, re.S)
+    rows = re.findall(r'<tr class="delivery-(\w+)" data-delivery-id="(\d+)">(.*?)</tr>', page, re.S)
+    assert [(status, number) for status, number, _ in rows] == [("dead", "7"), ("delivered", "6")]
+    dead_row = rows[0][2]
+    for text in ("https://app.example/hooks", "the app", "upload.created", ">10<", "HTTP 500",
+                 "HTTP 500 from the app", "4m 5s"):  # fmt: skip
+        assert text in dead_row
+    assert "upload.finalized" in rows[1][2] and "HTTP 204" in rows[1][2]
+    assert 'id="deliveries"' in page
+
+
+def test_the_deliveries_panel_without_deliveries_says_so() -> None:
+    page = ops_page.render_ops_page(stats(), [], NOW, deliveries=overview())
+    assert "No webhook deliveries yet." in page
+    assert re.search(r'data-testid="webhook-oldest">.*?card-value">—<', page, re.S)
+    assert 'class="card" data-testid="webhook-dead"' in page  # no alert at zero
+    # Without an overview (an older caller), no panel at all.
+    assert 'id="deliveries"' not in ops_page.render_ops_page(stats(), [], NOW)
+
+
+def test_a_hostile_endpoint_url_description_and_error_are_escaped_in_the_panel() -> None:
+    to = endpoint(
+        url=f"https://evil.example/{HOSTILE}", description='"><img src=x onerror=alert(1)>'
+    )
+    hostile = delivery(to, 1, status=DeliveryStatus.DEAD, last_error=HOSTILE, attempts=10)
+    gone = delivery(endpoint(), 2)
+    page = ops_page.render_ops_page(
+        stats(), [], NOW,
+        deliveries=overview(RecentDelivery(hostile, to), RecentDelivery(gone, None), dead=1),
+    )  # fmt: skip
+    assert HOSTILE not in page and "<img" not in page
+    assert "https://evil.example/&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    tags = parse(page)
+    assert not [tag for tag, _ in tags if tag in ("script", "img")]
+    assert all("onerror" not in attrs for _, attrs in tags)
+    assert not [attrs for _, attrs in tags if "style" in attrs]
+    assert "(endpoint removed)" in page

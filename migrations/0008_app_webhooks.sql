@@ -59,6 +59,8 @@ CREATE INDEX webhook_deliveries_order_idx ON webhook_deliveries (endpoint_id, up
 -- Operators' listings: newest first, by endpoint or by upload.
 CREATE INDEX webhook_deliveries_endpoint_idx ON webhook_deliveries (endpoint_id, id DESC);
 CREATE INDEX webhook_deliveries_upload_idx ON webhook_deliveries (upload_id, id DESC);
+-- /ops counts the dead on every refresh: only they are in this index.
+CREATE INDEX webhook_deliveries_dead_idx ON webhook_deliveries (id) WHERE status = 'dead';
 
 CREATE FUNCTION broker_enqueue_webhook_deliveries() RETURNS trigger
 LANGUAGE plpgsql AS $$

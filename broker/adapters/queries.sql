@@ -526,5 +526,5 @@ SELECT count(*) AS pending, min(created_at) AS oldest_created_at
 FROM webhook_deliveries WHERE status = 'pending';
 
 -- name: count_dead_webhook_deliveries
--- Deliveries that gave up (for the /ops page; not the metrics scrape: no index holds them).
+-- Deliveries that gave up (the /ops page), through webhook_deliveries_dead_idx.
 SELECT count(*) FROM webhook_deliveries WHERE status = 'dead';

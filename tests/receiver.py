@@ -4,6 +4,7 @@ request and answers with the statuses a test scripts."""
 from __future__ import annotations
 
 import http.server
+import sys
 import threading
 import time
 from collections import deque
@@ -16,6 +17,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    status: int = 200  # what the receiver answered
 
 
 @dataclass
@@ -24,6 +26,17 @@ class Script:
 
     answers: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     default: tuple[int, dict[str, str]] = (200, {})
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128  # a sender opens dozens of connections at once
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the sender went away before the answer (a timeout, a killed process)
+        super().handle_error(request, client_address)
 
 
 class Receiver:
@@ -35,6 +48,7 @@ class Receiver:
         self.lock = threading.Lock()
         self.hold = threading.Event()  # while cleared, requests wait (a slow endpoint)
         self.hold.set()
+        self.waiting = 0  # requests read and held, not yet answered
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -43,13 +57,18 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
+                with receiver.lock:
+                    receiver.waiting += 1
                 receiver.hold.wait(timeout=60)
                 with receiver.lock:
-                    receiver.received.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                    )
+                    receiver.waiting -= 1
                     script = receiver.script
                     status, headers = script.answers.popleft() if script.answers else script.default
+                    receiver.received.append(
+                        Received(
+                            self.path, {k.lower(): v for k, v in self.headers.items()}, body, status
+                        )
+                    )
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -61,11 +80,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", port), Handler, bind_and_activate=False
-        )
-        self.server.daemon_threads = True
-        self.server.allow_reuse_address = True
+        self.server = _Server(("127.0.0.1", port), Handler, bind_and_activate=False)
         self.server.server_bind()
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hooks"

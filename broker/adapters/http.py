@@ -58,6 +58,15 @@ class WebhookPoster:
         await self.client.aclose()
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> PostResult:
+        """The whole exchange, name lookup to the last byte read, within the timeout: httpx's
+        own timeout bounds each read only, and a trickling answer would outlast the lease."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._post(url, body, headers)
+        except TimeoutError:
+            return PostResult(None, error=f"no answer within {self.timeout:g} s")
+
+    async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> PostResult:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or addresses.DEFAULT_PORTS[parts.scheme]

@@ -4,6 +4,8 @@ checked is the one it connects to, and answers are read with limits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 
 import httpx
 import pytest
@@ -96,3 +98,36 @@ def test_webhook_poster_reports_throttling_and_does_not_follow_redirects():
         "https://hooks.example/", answers=answers, recorder=Recorder(302, {"location": "/x"})
     )
     assert result.outcome is AttemptOutcome.FAILED and len(recorder.requests) == 1
+
+
+def test_webhook_poster_gives_up_on_a_trickling_answer_within_its_timeout():
+    """httpx's timeout bounds each read, not the exchange: an endpoint sending a byte every
+    0.2 s would hold a POST past its lease (and another sender would send it meanwhile)."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 30\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(30):
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        writer.close()
+
+    async def go():
+        server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        poster = http.WebhookPoster(
+            allowed_hosts=frozenset({f"127.0.0.1:{port}"}), timeout_seconds=0.5
+        )
+        try:
+            started = time.monotonic()
+            result = await poster.post(f"http://127.0.0.1:{port}/hooks", b"{}", {})
+            return result, time.monotonic() - started
+        finally:
+            await poster.aclose()
+            server.close()
+
+    result, took = asyncio.run(go())
+    assert took < 1.5 and result.outcome is not AttemptOutcome.DELIVERED
+    assert result.error == "no answer within 0.5 s"

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import tenacity
 
@@ -28,6 +29,7 @@ from broker.flows import (
     uploads,
     webhook_sender,
 )
+from broker.flows.ports import ObjectStore, Queries, WebhookPoster
 
 log = logging.getLogger("broker.wiring")
 
@@ -49,11 +51,16 @@ class Flows:
 
 
 def build(
-    settings: Settings, database: db.Database, store: storage.Storage, poster: http.WebhookPoster
+    settings: Settings,
+    statements: Queries,
+    store: ObjectStore,
+    poster: WebhookPoster,
+    listen: Callable[[str], live.Listen],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Flows:
-    """Wire the use cases to the adapters (no I/O)."""
+    """Wire the use cases to implementations of their ports (no I/O): the adapters in
+    `connected`, the in-memory fakes in the unit suite. `listen(channel)` runs a LISTEN."""
     policies: Policies = load_policies(settings)
-    statements = queries.Queries(database)
 
     def new_uploads(part_size: int) -> uploads.Uploads:
         return uploads.Uploads(
@@ -68,7 +75,12 @@ def build(
     native = new_uploads(settings.multipart_part_size_bytes)
     finalizer = finalization.Finalizer(statements, store)
     checker = reconciler.Reconciler(
-        statements, store, finalizer, policies, orphan_grace_seconds=settings.orphan_grace_seconds
+        statements,
+        store,
+        finalizer,
+        policies,
+        orphan_grace_seconds=settings.orphan_grace_seconds,
+        clock=clock,
     )
     return Flows(
         uploads=native,
@@ -78,27 +90,25 @@ def build(
         finalizer=finalizer,
         reconciler=checker,
         admin=admin.Admin(statements, store, checker),
-        live=live.LiveStatus(
-            statements,
-            functools.partial(db.listen_forever, settings.database_url, live.CHANNEL),
-            settings.sse_heartbeat_seconds,
-        ),
+        live=live.LiveStatus(statements, listen(live.CHANNEL), settings.sse_heartbeat_seconds),
         probes=health.Probes(statements, store),
         webhooks=app_webhooks.AppWebhooks(
             statements,
             allowed_hosts=frozenset(settings.webhook_allowed_hosts),
             policies=frozenset(policies.by_name),
+            clock=clock,
         ),
         webhook_sender=webhook_sender.WebhookSender(
             statements,
             poster,
-            functools.partial(db.listen_forever, settings.database_url, webhook_sender.CHANNEL),
+            listen(webhook_sender.CHANNEL),
             webhook_sender.SenderLimits(
                 lease_seconds=settings.webhook_lease_seconds,
                 poll_seconds=settings.webhook_poll_seconds,
                 concurrency=settings.webhook_concurrency,
                 per_endpoint=settings.webhook_endpoint_concurrency,
             ),
+            clock=clock,
         ),
     )
 
@@ -150,7 +160,15 @@ async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> Asyn
                 await store.ping()
         poster = webhook_poster(settings)
         try:
-            yield build(settings, database, store, poster)
+            yield build(
+                settings,
+                queries.Queries(database),
+                store,
+                poster,
+                lambda channel: functools.partial(
+                    db.listen_forever, settings.database_url, channel
+                ),
+            )
         finally:
             await poster.aclose()
     finally:

@@ -1,5 +1,5 @@
-"""The use cases wired to the in-memory fakes, as broker.wiring.build wires them to the real
-adapters, under the unit suite's policies and settings."""
+"""The use cases wired to the in-memory fakes by broker.wiring.build itself (the same wiring
+as the service's), under the unit suite's policies and settings."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker import config
+from broker import config, wiring
 from broker.domain.policies import Policies, load_policies
-from broker.flows import admin, companion, finalization, live, multipart, reconciler, uploads
+from broker.flows import live, webhook_sender
+from tests.unit.fake_webhooks import FakePoster
 from tests.unit.fakes import Clock, MemoryQueries, MemoryStore
 
 MIB = 1024**2
@@ -68,63 +69,34 @@ SETTINGS = {
 
 @dataclass
 class Flows:
-    """The use cases of broker.wiring.Flows, on fakes that a test inspects and steers."""
+    """broker.wiring.Flows (its use cases are this object's attributes too), on fakes that a
+    test inspects and steers."""
 
     clock: Clock
     queries: MemoryQueries
     store: MemoryStore
+    poster: FakePoster
     settings: config.Settings
     policies: Policies
-    uploads: uploads.Uploads
-    multipart: multipart.Multipart
-    companion: companion.Companion
-    finalizer: finalization.Finalizer
-    reconciler: reconciler.Reconciler
-    admin: admin.Admin
-    live: live.LiveStatus
+    wired: wiring.Flows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wired, name)
 
 
 def build(settings: config.Settings) -> Flows:
-    """broker.wiring.build, with MemoryQueries and MemoryStore sharing one hand-moved clock."""
+    """broker.wiring.build itself, with MemoryQueries, MemoryStore and FakePoster sharing one
+    hand-moved clock."""
     clock = Clock()
     queries = MemoryQueries(clock)
     store = MemoryStore(clock, bucket=settings.s3_bucket)
-    policies = load_policies(settings)
+    poster = FakePoster()
 
-    def new_uploads(part_size: int) -> uploads.Uploads:
-        return uploads.Uploads(
-            queries,
-            store,
-            policies,
-            multipart_threshold=settings.multipart_threshold_bytes,
-            part_size=part_size,
-            download_ttl=settings.download_url_ttl_seconds,
-        )
+    def listen(channel: str) -> live.Listen:
+        return queries.listen_webhooks if channel == webhook_sender.CHANNEL else queries.listen
 
-    native = new_uploads(settings.multipart_part_size_bytes)
-    finalizer = finalization.Finalizer(queries, store)
-    checker = reconciler.Reconciler(
-        queries,
-        store,
-        finalizer,
-        policies,
-        orphan_grace_seconds=settings.orphan_grace_seconds,
-        clock=clock,
-    )
-    return Flows(
-        clock=clock,
-        queries=queries,
-        store=store,
-        settings=settings,
-        policies=policies,
-        uploads=native,
-        multipart=multipart.Multipart(native),
-        companion=companion.Companion(new_uploads(companion.UPPY_MIN_PART_SIZE)),
-        finalizer=finalizer,
-        reconciler=checker,
-        admin=admin.Admin(queries, store, checker),
-        live=live.LiveStatus(queries, queries.listen, settings.sse_heartbeat_seconds),
-    )
+    wired = wiring.build(settings, queries, store, poster, listen, clock=clock)
+    return Flows(clock, queries, store, poster, settings, load_policies(settings), wired)
 
 
 def flows_in(directory: Path, policies_toml: str = POLICIES, **settings: Any) -> Flows:

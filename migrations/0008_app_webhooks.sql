@@ -106,40 +106,51 @@ BEGIN
 END;
 $$;
 
-CREATE TRIGGER upload_history_webhook_deliveries
-    AFTER INSERT ON upload_history
-    FOR EACH ROW
-    EXECUTE FUNCTION broker_enqueue_webhook_deliveries();
-
 -- Even a trigger that returns at once costs PostgreSQL ~25 us of CPU per history row (every
--- create pays it), so it is switched on only while an enabled endpoint exists. This
--- statement trigger keeps that true: after any change of endpoints it locks upload_history
--- against writes (so no state change commits in between), looks again, and switches.
+-- create pays it), so the trigger exists only while an enabled endpoint does, and only for
+-- the history statuses some enabled endpoint takes: its WHEN clause is checked without
+-- calling the function, so an app that takes only upload.finalized costs creates nothing.
+-- This statement trigger rebuilds it after any change of endpoints, with upload_history
+-- locked against writes so that no state change commits between the look and the rebuild.
 CREATE FUNCTION broker_switch_webhook_deliveries() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    statuses text;
 BEGIN
     LOCK TABLE upload_history IN SHARE ROW EXCLUSIVE MODE;
-    IF EXISTS (SELECT 1 FROM webhook_endpoints WHERE disabled_at IS NULL) THEN
-        ALTER TABLE upload_history ENABLE TRIGGER upload_history_webhook_deliveries;
-    ELSE
-        ALTER TABLE upload_history DISABLE TRIGGER upload_history_webhook_deliveries;
+    -- upload.created is the history's 'pending'; every other type is its status.
+    SELECT string_agg(DISTINCT quote_literal(
+               CASE type WHEN 'upload.created' THEN 'pending'
+                         ELSE substr(type, length('upload.') + 1) END), ', ')
+    INTO statuses
+    FROM webhook_endpoints e,
+         unnest(CASE WHEN cardinality(e.event_types) = 0
+                     THEN ARRAY['upload.created', 'upload.finalized', 'upload.rejected',
+                                'upload.expired', 'upload.deleted']
+                     ELSE e.event_types END) AS type
+    WHERE e.disabled_at IS NULL AND type LIKE 'upload.%';
+    DROP TRIGGER IF EXISTS upload_history_webhook_deliveries ON upload_history;
+    IF statuses IS NOT NULL THEN
+        EXECUTE format(
+            'CREATE TRIGGER upload_history_webhook_deliveries AFTER INSERT ON upload_history'
+            ' FOR EACH ROW WHEN (NEW.status IN (%s))'
+            ' EXECUTE FUNCTION broker_enqueue_webhook_deliveries()', statuses);
     END IF;
     RETURN NULL;
 END;
 $$;
 
 CREATE TRIGGER webhook_endpoints_switch_deliveries
-    AFTER INSERT OR DELETE OR UPDATE OF disabled_at ON webhook_endpoints
+    AFTER INSERT OR DELETE OR UPDATE OF disabled_at, event_types ON webhook_endpoints
     FOR EACH STATEMENT
     EXECUTE FUNCTION broker_switch_webhook_deliveries();
 
--- No endpoint exists yet.
-ALTER TABLE upload_history DISABLE TRIGGER upload_history_webhook_deliveries;
+-- No endpoint exists yet, so neither does upload_history_webhook_deliveries.
 
 -- migrate:down
 DROP TRIGGER webhook_endpoints_switch_deliveries ON webhook_endpoints;
 DROP FUNCTION broker_switch_webhook_deliveries();
-DROP TRIGGER upload_history_webhook_deliveries ON upload_history;
+DROP TRIGGER IF EXISTS upload_history_webhook_deliveries ON upload_history;
 DROP FUNCTION broker_enqueue_webhook_deliveries();
 DROP TABLE webhook_deliveries;
 DROP TABLE webhook_endpoints;

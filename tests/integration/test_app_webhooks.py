@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -413,28 +414,41 @@ def test_app_webhooks_admin_api_manages_endpoints_and_deliveries(
     assert secret not in metrics
 
 
-def test_app_webhooks_the_outbox_trigger_runs_only_while_an_enabled_endpoint_exists(
+def test_app_webhooks_the_outbox_trigger_exists_only_for_what_enabled_endpoints_take(
     api, admin_headers, receiver, sql
 ):
     """With no endpoint the create path pays nothing for webhooks (the trigger alone costs
-    ~25 us of PostgreSQL CPU per state change); the switch follows every endpoint change."""
+    ~25 us of PostgreSQL CPU per state change), nor with endpoints that take no
+    upload.created; the trigger follows every endpoint change."""
 
-    def trigger_enabled() -> bool:
-        [row] = sql(
-            "SELECT tgenabled <> 'D' AS enabled FROM pg_trigger"
+    def statuses_fired() -> set[str] | None:
+        rows = sql(
+            "SELECT pg_get_triggerdef(oid) AS definition FROM pg_trigger"
             " WHERE tgname = 'upload_history_webhook_deliveries'"
         )
-        return bool(row["enabled"])
+        if not rows:
+            return None
+        return set(re.findall(r"'([a-z]+)'::text", rows[0]["definition"]))
 
-    assert not trigger_enabled()
-    created = api.post(
-        "/v1/admin/webhook-endpoints", json={"url": receiver.url}, headers=admin_headers
+    assert statuses_fired() is None
+    path = "/v1/admin/webhook-endpoints"
+    finalized = api.post(
+        path, json={"url": receiver.url, "event_types": ["upload.finalized"]}, headers=admin_headers
     ).json()
-    assert trigger_enabled()
-    path = f"/v1/admin/webhook-endpoints/{created['id']}"
-    assert api.post(f"{path}/disable", json={}, headers=admin_headers).status_code == 200
-    assert not trigger_enabled()
-    assert api.post(f"{path}/enable", headers=admin_headers).status_code == 200
-    assert trigger_enabled()
+    assert statuses_fired() == {"finalized"}
+    every = api.post(path, json={"url": receiver.url}, headers=admin_headers).json()
+    assert statuses_fired() == {"pending", "finalized", "rejected", "expired", "deleted"}
+    assert api.post(f"{path}/{every['id']}/disable", json={}, headers=admin_headers).is_success
+    assert statuses_fired() == {"finalized"}
+    api.patch(
+        f"{path}/{finalized['id']}",
+        json={"event_types": ["upload.created", "upload.deleted"]},
+        headers=admin_headers,
+    )
+    assert statuses_fired() == {"pending", "deleted"}
+    assert api.post(f"{path}/{finalized['id']}/disable", json={}, headers=admin_headers).is_success
+    assert statuses_fired() is None
+    assert api.post(f"{path}/{every['id']}/enable", json={}, headers=admin_headers).is_success
+    assert statuses_fired() == {"pending", "finalized", "rejected", "expired", "deleted"}
     sql("DELETE FROM webhook_endpoints")
-    assert not trigger_enabled()
+    assert statuses_fired() is None

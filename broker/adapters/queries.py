@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -37,6 +37,7 @@ from broker.domain.model import (
 )
 from broker.domain.webhooks import (
     ClaimedDelivery,
+    DeliveredAttempt,
     DeliveryFilters,
     WebhookBacklog,
     WebhookDelivery,
@@ -498,18 +499,19 @@ class Queries:
             for row in rows
         ]
 
-    async def mark_webhook_delivered(
-        self, delivery_id: int, *, lease_owner: str, now: datetime, http_status: int
-    ) -> datetime | None:
-        """The change's time when recorded; None if this sender no longer held the lease."""
-        row = await self._row(
-            "mark_webhook_delivered",
-            id=delivery_id,
-            lease_owner=lease_owner,
-            now=now,
-            http_status=http_status,
+    async def mark_webhooks_delivered(
+        self, attempts: Sequence[DeliveredAttempt]
+    ) -> dict[int, datetime]:
+        """Delivery id -> when its state changed, for the attempts whose sender still held
+        the lease (the others were recorded by nobody)."""
+        rows = await self._rows(
+            "mark_webhooks_delivered",
+            ids=[a.delivery_id for a in attempts],
+            lease_owners=[a.lease_owner for a in attempts],
+            delivered_at=[a.at for a in attempts],
+            http_statuses=[a.http_status for a in attempts],
         )
-        return row[0] if row is not None else None
+        return {row[0]: row[1] for row in rows}
 
     async def mark_webhook_attempt_failed(
         self,

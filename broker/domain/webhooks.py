@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from broker.domain import addresses, errors
@@ -82,6 +82,15 @@ class ClaimedDelivery:
     url: str
     secrets: tuple[str, ...]  # the current secret first, then one still overlapping
     lease_owner: str
+
+
+class DeliveredAttempt(NamedTuple):
+    """A 2xx to record: which delivery, by which lease, when, and the status."""
+
+    delivery_id: int
+    lease_owner: str
+    at: datetime
+    http_status: int
 
 
 @dataclass(frozen=True, slots=True)

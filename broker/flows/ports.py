@@ -9,7 +9,7 @@ unit test without any service.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from broker.domain.model import (
 from broker.domain.objects import PresignedForm, PresignedRequest, StoredObject, StoredPart
 from broker.domain.webhooks import (
     ClaimedDelivery,
+    DeliveredAttempt,
     DeliveryFilters,
     PostResult,
     WebhookBacklog,
@@ -256,9 +257,12 @@ class Queries(Protocol):
         limit: int,
     ) -> list[ClaimedDelivery]: ...
 
-    async def mark_webhook_delivered(
-        self, delivery_id: int, *, lease_owner: str, now: datetime, http_status: int
-    ) -> datetime | None: ...
+    async def mark_webhooks_delivered(
+        self, attempts: Sequence[DeliveredAttempt]
+    ) -> dict[int, datetime]:
+        """Delivery id -> when its state changed, for the attempts whose sender still held
+        the lease; one statement (and one commit) for the whole batch."""
+        ...
 
     async def mark_webhook_attempt_failed(
         self,

@@ -23,7 +23,7 @@ from typing import Any
 from broker import metrics
 from broker.domain import errors, webhook_signing, webhooks
 from broker.domain.model import DeliveryStatus
-from broker.domain.webhooks import AttemptOutcome, ClaimedDelivery, PostResult
+from broker.domain.webhooks import AttemptOutcome, ClaimedDelivery, DeliveredAttempt, PostResult
 from broker.flows.live import Listen
 from broker.flows.ports import Queries, WebhookPoster
 
@@ -58,6 +58,51 @@ def body_of(claimed: ClaimedDelivery) -> bytes:
     return json.dumps(claimed.delivery.payload, separators=(",", ":"), sort_keys=True).encode()
 
 
+class DeliveredRecorder:
+    """Group commit for 2xx outcomes: an outcome waits for the next statement, which records
+    every outcome that arrived while the previous one ran. A burst then costs one commit
+    per batch instead of one per delivery, and a lone delivery waits for nobody."""
+
+    def __init__(self, queries: Queries) -> None:
+        self.queries = queries
+        self.waiting: list[tuple[DeliveredAttempt, asyncio.Future[datetime | None]]] = []
+        self.flushing: asyncio.Task[None] | None = None
+
+    async def record(self, attempt: DeliveredAttempt) -> datetime | None:
+        """When the delivery's state changed; None if its sender no longer held the lease."""
+        future: asyncio.Future[datetime | None] = asyncio.get_running_loop().create_future()
+        self.waiting.append((attempt, future))
+        if self.flushing is None:
+            self.flushing = asyncio.create_task(self._flush())
+        return await future
+
+    async def aclose(self) -> None:
+        if self.flushing is not None:
+            self.flushing.cancel()
+            await asyncio.gather(self.flushing, return_exceptions=True)
+
+    async def _flush(self) -> None:
+        batch: list[tuple[DeliveredAttempt, asyncio.Future[datetime | None]]] = []
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    changed = await self.queries.mark_webhooks_delivered([a for a, _ in batch])
+                except Exception as exc:  # each waiter gets it, DatabaseUnavailable included
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for attempt, future in batch:
+                    if not future.done():  # its waiter may have been cancelled
+                        future.set_result(changed.get(attempt.delivery_id))
+        finally:
+            for _, future in [*batch, *self.waiting]:
+                future.cancel()  # only those still waiting: a done future ignores it
+            self.waiting = []
+            self.flushing = None
+
+
 class WebhookSender:
     """Claims due deliveries, sends them and records what happened."""
 
@@ -81,6 +126,7 @@ class WebhookSender:
         self.name = name or f"sender-{uuid.uuid4().hex[:12]}"
         self.in_flight: Counter[uuid.UUID] = Counter()
         self.wake = asyncio.Event()
+        self.recorder = DeliveredRecorder(queries)
 
     async def send_due(self) -> list[Attempt]:
         """One round: claim what is due now, send it all, and return once every outcome is
@@ -114,10 +160,13 @@ class WebhookSender:
             for task in waiting:
                 task.cancel()
             await asyncio.gather(*waiting, return_exceptions=True)
+            await self.recorder.aclose()
 
     async def _start_round(self) -> list[asyncio.Task[Attempt]]:
         now = self.clock()
         started: list[asyncio.Task[Attempt]] = []
+        if sum(self.in_flight.values()) >= self.limits.concurrency:
+            return started  # no slot free: a POST ending wakes the next round
         for endpoint_id in await self.queries.due_webhook_endpoints(now):
             free = min(
                 self.limits.per_endpoint - self.in_flight[endpoint_id],
@@ -146,20 +195,23 @@ class WebhookSender:
             result = await self.poster.post(
                 claimed.url, body, {**signed, "content-type": "application/json"}
             )
-            try:
-                recorded = await self._record(claimed, result)
-            except errors.DatabaseUnavailable:
-                # The lease runs out and the delivery is sent again (same webhook-id).
-                log.warning("webhooks.record_failed", extra={"delivery_id": delivery.id})
-                recorded = False
-            return Attempt(
-                delivery.id, delivery.message_id, delivery.endpoint_id, result.outcome, recorded
-            )
         finally:
+            # The slot is free once the POST ends: the lease keeps this delivery from being
+            # claimed again until its outcome is recorded.
             self.in_flight[delivery.endpoint_id] -= 1
             if not self.in_flight[delivery.endpoint_id]:
                 del self.in_flight[delivery.endpoint_id]
-            self.wake.set()  # a slot is free, and the upload's next event may be due
+            self.wake.set()
+        try:
+            recorded = await self._record(claimed, result)
+        except errors.DatabaseUnavailable:
+            # The lease runs out and the delivery is sent again (same webhook-id).
+            log.warning("webhooks.record_failed", extra={"delivery_id": delivery.id})
+            recorded = False
+        self.wake.set()  # the upload's next event to this endpoint may be due now
+        return Attempt(
+            delivery.id, delivery.message_id, delivery.endpoint_id, result.outcome, recorded
+        )
 
     async def _record(self, claimed: ClaimedDelivery, result: PostResult) -> bool:
         delivery, now, outcome = claimed.delivery, self.clock(), result.outcome
@@ -179,8 +231,8 @@ class WebhookSender:
         )
         if outcome is AttemptOutcome.DELIVERED:
             assert result.status is not None
-            changed_at = await self.queries.mark_webhook_delivered(
-                delivery.id, lease_owner=claimed.lease_owner, now=now, http_status=result.status
+            changed_at = await self.recorder.record(
+                DeliveredAttempt(delivery.id, claimed.lease_owner, now, result.status)
             )
             if changed_at is not None:
                 seconds = max((now - changed_at).total_seconds(), 0.0)

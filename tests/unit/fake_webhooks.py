@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from broker.domain.model import DeliveryStatus, Upload, UploadStatus, WebhookEventType
 from broker.domain.webhooks import (
     ClaimedDelivery,
+    DeliveredAttempt,
     DeliveryFilters,
     PostResult,
     WebhookBacklog,
@@ -286,19 +287,22 @@ class MemoryWebhooks:
             return None
         return stored if stored.lease_owner == lease_owner else None
 
-    async def mark_webhook_delivered(
-        self, delivery_id: int, *, lease_owner: str, now: datetime, http_status: int
-    ) -> datetime | None:
+    async def mark_webhooks_delivered(
+        self, attempts: Sequence[DeliveredAttempt]
+    ) -> dict[int, datetime]:
         self._check()
-        stored = self._held(delivery_id, lease_owner)
-        if stored is None:
-            return None
-        stored.leased_until = stored.lease_owner = None
-        stored.delivery = dataclasses.replace(
-            stored.delivery, status=DeliveryStatus.DELIVERED, delivered_at=now,
-            last_status=http_status, last_error=None,
-        )  # fmt: skip
-        return stored.delivery.created_at
+        changed = {}
+        for attempt in attempts:
+            stored = self._held(attempt.delivery_id, attempt.lease_owner)
+            if stored is None:
+                continue
+            stored.leased_until = stored.lease_owner = None
+            stored.delivery = dataclasses.replace(
+                stored.delivery, status=DeliveryStatus.DELIVERED, delivered_at=attempt.at,
+                last_status=attempt.http_status, last_error=None,
+            )  # fmt: skip
+            changed[attempt.delivery_id] = stored.delivery.created_at
+        return changed
 
     async def mark_webhook_attempt_failed(
         self,

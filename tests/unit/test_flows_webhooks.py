@@ -166,6 +166,32 @@ def test_webhooks_an_upload_waits_for_its_earlier_event_but_others_do_not():
     run(scenario())
 
 
+def test_webhooks_successes_are_recorded_together_one_statement_per_batch():
+    """Group commit: 2xx outcomes that arrive while a record statement runs share the next
+    one, so a burst does not cost a commit per delivery."""
+
+    async def scenario() -> None:
+        world = World(per_endpoint=8, concurrency=8)
+        await world.webhooks.create("https://app.example/hooks", event_types=[], policy=None)
+        for _ in range(8):
+            world.upload()  # each queues its upload.created
+        calls = []
+        record = world.queries.mark_webhooks_delivered
+
+        async def counted(attempts):
+            calls.append(len(attempts))
+            await asyncio.sleep(0)  # the statement's round trip: others arrive meanwhile
+            return await record(attempts)
+
+        world.queries.mark_webhooks_delivered = counted
+        attempts = await world.sender.send_due()
+        assert len(attempts) == 8 and all(a.recorded for a in attempts)
+        assert sum(calls) == 8 and len(calls) < 8
+        assert not await world.sender.send_due()  # all recorded: nothing is sent twice
+
+    run(scenario())
+
+
 def test_webhooks_410_disables_the_endpoint():
     async def scenario() -> None:
         world = World()

@@ -13,9 +13,10 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Mapping
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 
 from broker.domain import addresses
 from broker.domain.webhooks import MAX_RESPONSE_BYTES, PostResult
@@ -25,41 +26,54 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 async def resolve(host: str, port: int) -> list[str]:
-    """The system resolver's addresses for host (an IP literal is its own answer)."""
+    """The system resolver's addresses for host; an IP literal is its own answer (no
+    thread hop through getaddrinfo)."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
     infos = await asyncio.get_running_loop().getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
     )
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+class PinnedRequest(NamedTuple):
+    """Where a POST to `url` goes once its host resolved to `address`."""
+
+    target: str  # the URL with the checked address in place of the host
+    host_header: str  # the URL's host[:port], as the endpoint expects it
+    server_hostname: str | None  # for https: the name TLS sends and checks the certificate of
+
+
+def pinned(url: str, address: str) -> PinnedRequest:
+    parts = urlsplit(url)
+    port = parts.port or addresses.DEFAULT_PORTS[parts.scheme]
+    netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    target = urlunsplit(parts._replace(netloc=netloc, fragment=""))
+    server_hostname = parts.hostname if parts.scheme == "https" else None
+    return PinnedRequest(target, parts.netloc, server_hostname)
+
+
 class WebhookPoster:
-    """httpx, one client per process; never follows redirects nor reads proxy settings."""
+    """aiohttp, one session per process (opened on first use, inside the event loop); never
+    follows redirects, decompresses answers, nor reads proxy settings."""
 
     def __init__(
-        self,
-        *,
-        allowed_hosts: frozenset[str],
-        timeout_seconds: float,
-        resolver: Resolver = resolve,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, *, allowed_hosts: frozenset[str], timeout_seconds: float, resolver: Resolver = resolve
     ) -> None:
         self.allowed_hosts = allowed_hosts
         self.resolver = resolver
-        self.client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=timeout_seconds,
-            trust_env=False,
-            transport=transport,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
         self.timeout = timeout_seconds
+        self.session: aiohttp.ClientSession | None = None
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self.session is not None:
+            await self.session.close()
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> PostResult:
-        """The whole exchange, name lookup to the last byte read, within the timeout: httpx's
-        own timeout bounds each read only, and a trickling answer would outlast the lease."""
+        """The whole exchange, name lookup to the last byte read, within the timeout: a
+        trickling answer must not outlast the lease."""
         try:
             async with asyncio.timeout(self.timeout):
                 return await self._post(url, body, headers)
@@ -86,29 +100,32 @@ class WebhookPoster:
                         error=f"refused: {host} resolves to {address}, {reason}; allow "
                         f"{addresses.host_port(url)} in BROKER_WEBHOOK_ALLOWED_HOSTS to send",
                     )
-        pinned = found[0]
-        netloc = f"[{pinned}]:{port}" if ":" in pinned else f"{pinned}:{port}"
-        target = urlunsplit(parts._replace(netloc=netloc, fragment=""))
-        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-        try:
-            request = self.client.build_request(
-                "POST",
-                target,
-                content=body,
-                headers={**headers, "host": parts.netloc, "user-agent": "broker-webhooks"},
-                extensions=extensions,
+        request = pinned(url, found[0])
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=200),
+                auto_decompress=False,
+                skip_auto_headers=("Accept-Encoding",),  # answers are read raw, not inflated
+                trust_env=False,
             )
-            response = await self.client.send(request, stream=True)
-            try:
+        try:
+            async with self.session.post(
+                request.target,
+                data=body,
+                headers={
+                    **headers,
+                    "host": request.host_header,
+                    "user-agent": "broker-webhooks",
+                },
+                allow_redirects=False,
+                server_hostname=request.server_hostname,
+            ) as response:
                 received = 0
-                async for chunk in response.aiter_raw():
-                    received += len(chunk)
-                    if received >= MAX_RESPONSE_BYTES:
-                        break  # what an endpoint says beyond this is not read
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException:
-            return PostResult(None, error=f"no answer within {self.timeout:g} s")
-        except httpx.HTTPError as exc:
+                while received < MAX_RESPONSE_BYTES:
+                    chunk = await response.content.read(MAX_RESPONSE_BYTES - received)
+                    if not chunk:
+                        break
+                    received += len(chunk)  # what an endpoint says beyond this is not read
+                return PostResult(response.status, retry_after=response.headers.get("retry-after"))
+        except aiohttp.ClientError as exc:
             return PostResult(None, error=f"{type(exc).__name__}: {str(exc)[:200]}")
-        return PostResult(response.status_code, retry_after=response.headers.get("retry-after"))

@@ -7,47 +7,58 @@ import asyncio
 import contextlib
 import time
 
-import httpx
 import pytest
 
 from broker.adapters import http
 from broker.domain.webhooks import AttemptOutcome
 
 
-class Recorder:
-    """An httpx transport that records each request instead of connecting anywhere."""
+class Endpoint:
+    """An HTTP endpoint on 127.0.0.1 that records each request and answers `status` with
+    `headers` and a 100,000-byte body (more than the poster reads)."""
 
-    def __init__(self, status: int = 204, headers: dict[str, str] | None = None) -> None:
-        self.requests: list[httpx.Request] = []
+    def __init__(self, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.status, self.headers = status, headers or {}
+        self.port = 0
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return httpx.Response(
-            self.status, headers=self.headers, stream=httpx.ByteStream(b"x" * 100_000)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in head[1:] if line)
+        body = await reader.readexactly(int(headers.get("content-length", 0)))
+        self.requests.append((head[0], headers, body))
+        extra = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        writer.write(
+            f"HTTP/1.1 {self.status} X\r\n{extra}content-length: 100000\r\n\r\n".encode()
+            + b"x" * 100_000
         )
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
 
 
-def post(url: str, *, allowed=(), answers=None, recorder=None):
-    recorder = recorder or Recorder()
+def post(url: str, *, allowed=(), answers=None, endpoint=None):
+    """POST to url; with `endpoint`, {PORT} in url and allowed is the endpoint's port."""
+    endpoint = endpoint or Endpoint()
 
     async def fixed(host: str, port: int) -> list[str]:
         return answers[host]
 
-    poster = http.WebhookPoster(
-        allowed_hosts=frozenset(allowed),
-        timeout_seconds=1,
-        resolver=fixed if answers is not None else http.resolve,
-        transport=httpx.MockTransport(recorder),
-    )
-
     async def go():
+        server = await asyncio.start_server(endpoint.handle, "127.0.0.1", 0)
+        endpoint.port = server.sockets[0].getsockname()[1]
+        poster = http.WebhookPoster(
+            allowed_hosts=frozenset(a.format(PORT=endpoint.port) for a in allowed),
+            timeout_seconds=2,
+            resolver=fixed if answers is not None else http.resolve,
+        )
         try:
-            return await poster.post(url, b"{}", {"webhook-id": "msg_1"})
+            return await poster.post(url.format(PORT=endpoint.port), b"{}", {"webhook-id": "msg_1"})
         finally:
             await poster.aclose()
+            server.close()
 
-    return asyncio.run(go()), recorder
+    return asyncio.run(go()), endpoint
 
 
 @pytest.mark.parametrize(
@@ -61,48 +72,79 @@ def post(url: str, *, allowed=(), answers=None, recorder=None):
     ],
 )
 def test_webhook_poster_refuses_non_public_addresses_without_connecting(url):
-    result, recorder = post(url)
+    result, endpoint = post(url)
     assert result.outcome is AttemptOutcome.REFUSED
     assert "BROKER_WEBHOOK_ALLOWED_HOSTS" in (result.error or "")
-    assert recorder.requests == []
+    assert endpoint.requests == []
 
 
 def test_webhook_poster_refuses_a_name_if_any_of_its_addresses_is_private():
-    result, recorder = post(
-        "https://hooks.example/x", answers={"hooks.example": ["93.184.216.34", "10.1.2.3"]}
+    result, endpoint = post(
+        "http://hooks.example:{PORT}/x", answers={"hooks.example": ["93.184.216.34", "127.0.0.1"]}
     )
-    assert result.outcome is AttemptOutcome.REFUSED and recorder.requests == []
+    assert result.outcome is AttemptOutcome.REFUSED and endpoint.requests == []
 
 
 def test_webhook_poster_sends_to_allowed_hosts_and_pins_the_checked_address():
-    result, recorder = post("http://127.0.0.1:8080/hooks", allowed={"127.0.0.1:8080"})
-    assert result.status == 204 and len(recorder.requests) == 1
-
-    result, recorder = post(
-        "https://hooks.example/in?x=1", answers={"hooks.example": ["93.184.216.34"]}
+    result, endpoint = post(
+        "http://hooks.example:{PORT}/in?x=1#frag",
+        allowed={"hooks.example:{PORT}"},
+        answers={"hooks.example": ["127.0.0.1"]},
     )
-    (request,) = recorder.requests
-    assert str(request.url) == "https://93.184.216.34/in?x=1"
-    assert request.headers["host"] == "hooks.example"
-    assert request.extensions["sni_hostname"] == "hooks.example"
-    assert request.headers["webhook-id"] == "msg_1"
+    assert result.status == 200
+    ((line, headers, body),) = endpoint.requests
+    assert line == "POST /in?x=1 HTTP/1.1"
+    assert headers["host"] == f"hooks.example:{endpoint.port}"
+    assert headers["webhook-id"] == "msg_1" and body == b"{}"
+    assert "accept-encoding" not in headers  # answers are read raw, never inflated
+
+
+def test_webhook_poster_pins_https_to_the_address_and_checks_tls_for_the_name():
+    assert http.pinned("https://hooks.example/in?x=1", "93.184.216.34") == http.PinnedRequest(
+        "https://93.184.216.34:443/in?x=1", "hooks.example", "hooks.example"
+    )
+    assert http.pinned("http://[::1]:8080/h", "::1") == http.PinnedRequest(
+        "http://[::1]:8080/h", "[::1]:8080", None
+    )
 
 
 def test_webhook_poster_reports_throttling_and_does_not_follow_redirects():
-    answers = {"hooks.example": ["93.184.216.34"]}
+    answers = {"hooks.example": ["127.0.0.1"]}
+    allowed = {"hooks.example:{PORT}"}
     result, _ = post(
-        "https://hooks.example/", answers=answers, recorder=Recorder(503, {"retry-after": "30"})
-    )
+        "http://hooks.example:{PORT}/", allowed=allowed, answers=answers,
+        endpoint=Endpoint(503, {"retry-after": "30"}),
+    )  # fmt: skip
     assert (result.outcome, result.retry_after) == (AttemptOutcome.THROTTLED, "30")
-    result, recorder = post(
-        "https://hooks.example/", answers=answers, recorder=Recorder(302, {"location": "/x"})
-    )
-    assert result.outcome is AttemptOutcome.FAILED and len(recorder.requests) == 1
+    result, endpoint = post(
+        "http://hooks.example:{PORT}/", allowed=allowed, answers=answers,
+        endpoint=Endpoint(302, {"location": "/elsewhere"}),
+    )  # fmt: skip
+    assert result.outcome is AttemptOutcome.FAILED and len(endpoint.requests) == 1
+
+
+def test_webhook_poster_reports_a_refused_connection_as_unreachable():
+    async def go():
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        poster = http.WebhookPoster(
+            allowed_hosts=frozenset({f"127.0.0.1:{port}"}), timeout_seconds=2
+        )
+        try:
+            return await poster.post(f"http://127.0.0.1:{port}/", b"{}", {})
+        finally:
+            await poster.aclose()
+
+    result = asyncio.run(go())
+    assert result.outcome is AttemptOutcome.UNREACHABLE and result.error
 
 
 def test_webhook_poster_gives_up_on_a_trickling_answer_within_its_timeout():
-    """httpx's timeout bounds each read, not the exchange: an endpoint sending a byte every
-    0.2 s would hold a POST past its lease (and another sender would send it meanwhile)."""
+    """A client's read timeout bounds each read, not the exchange: an endpoint sending a
+    byte every 0.2 s would hold a POST past its lease (and another sender would send it
+    meanwhile)."""
 
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

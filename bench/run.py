@@ -52,9 +52,11 @@ REPO = Path(__file__).resolve().parent.parent
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 # BENCH_ONLY=listing: the listing and search section alone (1,000,000 rows, EXPLAIN, p99s).
 # BENCH_ONLY=webhooks: the app-webhook section alone (bench/webhooks.py).
+# BENCH_ONLY=webhook-burst: its burst of deliveries alone.
 ONLY = os.environ.get("BENCH_ONLY", "")
-if ONLY not in ("", "listing", "webhooks"):
-    raise SystemExit(f"BENCH_ONLY={ONLY!r}: only 'listing' and 'webhooks' are known")
+KNOWN_ONLY = ("", "listing", "webhooks", "webhook-burst")
+if ONLY not in KNOWN_ONLY:
+    raise SystemExit(f"BENCH_ONLY={ONLY!r}: only {', '.join(map(repr, KNOWN_ONLY[1:]))} are known")
 BIN = Path(sys.executable).parent
 LUA_SCRIPT = Path(__file__).with_name("create_upload.lua")
 
@@ -644,6 +646,19 @@ def webhook_section(stack: Stack, wrk: str) -> list[str]:
         raise BenchError(str(exc)) from exc
 
 
+def webhook_burst(stack: Stack, wrk: str) -> list[str]:
+    def create_run(seconds: int) -> float:
+        return run_wrk(wrk, stack.broker, "/v1/uploads", stack, seconds).requests_per_second
+
+    try:
+        return webhooks.run_burst(
+            stack.broker.base_url, stack.receiver.base_url, stack.postgres.url,
+            stack.settings.jwt_secret, create_run,
+        )  # fmt: skip
+    except webhooks.WebhookBenchError as exc:
+        raise BenchError(str(exc)) from exc
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # run the same clean-up as Ctrl-C
 
@@ -668,6 +683,10 @@ def main() -> int:
                 return 0
             if ONLY == "webhooks":
                 print("\n".join(webhook_section(stack, wrk)))
+                keep = False
+                return 0
+            if ONLY == "webhook-burst":
+                print("\n".join(webhook_burst(stack, wrk)))
                 keep = False
                 return 0
             runs = throughput(stack, wrk)

@@ -109,6 +109,33 @@ def run(
     ]
 
 
+def run_burst(
+    base_url: str, receiver_url: str, database_url: str, jwt_secret: str, create_run: CreateRun
+) -> list[str]:
+    """The burst alone (BENCH_ONLY=webhook-burst): creates pending uploads until there are
+    BURST of them, then measures their delivery as in run()."""
+    admin = {"authorization": f"Bearer {auth.issue_token(jwt_secret, 'bench-admin', admin=True)}"}
+    with httpx.Client(base_url=base_url, timeout=30, trust_env=False) as api:
+        body = {"url": receiver_url, "event_types": ["upload.expired"]}
+        _request(api, "POST", "/v1/admin/webhook-endpoints", admin, json=body)
+    while asyncio.run(_pending_uploads(database_url)) < BURST:
+        create_run(5)
+    seconds = asyncio.run(_burst(database_url, receiver_url))
+    return [
+        f"burst of {BURST} state changes delivered in {seconds:.1f} s: {BURST / seconds:.0f}/s"
+        f" by one process   target >= {TARGET_BURST_PER_SECOND:.0f}/s   "
+        f"{_verdict(BURST / seconds >= TARGET_BURST_PER_SECOND)}"
+    ]
+
+
+async def _pending_uploads(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM uploads WHERE status = 'pending'"))
+    finally:
+        await conn.close()
+
+
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 

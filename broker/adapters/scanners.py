@@ -59,8 +59,9 @@ def parse_clamd_reply(reply: bytes) -> ScanVerdict:
     text = reply.rstrip(b"\0").decode("utf-8", "replace").strip()
     if text == "stream: OK":
         return ScanVerdict(infected=False, signature=None, engine=ClamdScanner.name)
-    if text.startswith("stream: ") and text.endswith(" FOUND"):
-        signature = text.removeprefix("stream: ").removesuffix(" FOUND").strip()
+    body = text.removeprefix("stream:").strip()
+    if text.startswith("stream:") and (body == "FOUND" or body.endswith(" FOUND")):
+        signature = body.removesuffix("FOUND").strip()
         return ScanVerdict(True, signature[:MAX_SIGNATURE_CHARS] or None, ClamdScanner.name)
     if text == "INSTREAM size limit exceeded. ERROR":
         # Deterministic: the same file is always too long, so retrying (or finalizing it as

@@ -158,8 +158,9 @@ class CommandScanner:
     """Any engine as a command: the object on stdin; exit 0 clean, 1 infected (the first line
     of stdout names the signature), anything else, or no exit within the timeout, no verdict.
 
-    The command runs in its own process group, killed whole at the deadline. Its stderr goes
-    to the broker's stderr; neither stderr nor the arguments appear in error messages.
+    The command runs in its own process group, killed whole at the deadline, with the
+    broker's environment minus every BROKER_* variable. Its stderr goes to the broker's
+    stderr; neither stderr nor the arguments appear in error messages.
     """
 
     def __init__(self, argv: list[str], timeout_seconds: float) -> None:
@@ -179,6 +180,8 @@ class CommandScanner:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 start_new_session=True,
+                # The broker's own settings (secrets among them) are none of the engine's business.
+                env={k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
             )
         except OSError as exc:
             raise ScannerUnavailable(

@@ -176,6 +176,13 @@ def test_command_hanging_past_the_timeout_is_killed(script: str) -> None:
     assert "no verdict within 0.5 s" in str(raised.value)
 
 
+def test_command_gets_none_of_the_broker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BROKER_JWT_SECRET", "s3cret-s3cret-s3cret")
+    monkeypatch.setenv("SCAN_ENGINE_LICENSE", "kept")
+    scanner = command("cat > /dev/null; env | grep -e BROKER_ -e SCAN_ENGINE_; exit 1")
+    assert scanner.scan([b"x"]).signature == "SCAN_ENGINE_LICENSE=kept"
+
+
 def test_command_missing_program_is_no_verdict(tmp_path: Path) -> None:
     scanner = scanners.CommandScanner([str(tmp_path / "no-such-engine"), "--token=hunter2"], 5)
     with pytest.raises(ScannerUnavailable) as raised:

@@ -49,6 +49,10 @@ def _frames(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
     """The chunks cut to at most `size` bytes, empty ones dropped (a zero length ends the
     stream for clamd, so an empty chunk must never be sent as a frame)."""
     for chunk in chunks:
+        if len(chunk) <= size:
+            if chunk:
+                yield chunk
+            continue
         view = memoryview(chunk)
         for start in range(0, len(view), size):
             yield bytes(view[start : start + size])
@@ -84,19 +88,19 @@ class ClamdScanner:
         self.chunk_size = chunk_size
 
     def _connect(self, deadline: _Deadline) -> socket.socket:
-        if isinstance(self.target, str):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            where: str | tuple[str, int] = self.target
-        else:
-            sock = socket.socket(socket.AF_INET6 if ":" in self.target[0] else socket.AF_INET)
-            where = self.target
         try:
-            sock.settimeout(deadline.left())
-            sock.connect(where)
+            if isinstance(self.target, tuple):
+                return socket.create_connection(self.target, timeout=deadline.left())
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(deadline.left())
+                sock.connect(self.target)
+            except OSError:
+                sock.close()
+                raise
+            return sock
         except OSError as exc:
-            sock.close()
             raise ScannerUnavailable(f"cannot reach clamd at {self.address}: {exc}") from exc
-        return sock
 
     def _read_reply(self, sock: socket.socket, deadline: _Deadline) -> bytes:
         """Everything up to clamd's NUL terminator (or its closing the connection)."""
@@ -123,35 +127,39 @@ class ClamdScanner:
             raise ScannerUnavailable(f"clamd at {self.address} did not answer PING")
 
     def scan(self, chunks: Iterable[bytes]) -> ScanVerdict:
-        """Stream the chunks to clamd and return its verdict (blocking)."""
+        """Stream the chunks to clamd and return its verdict (blocking). An exception raised
+        by the chunks themselves (the object could not be read) passes through unchanged."""
         deadline = _Deadline(self.timeout_seconds, self.name)
         with self._connect(deadline) as sock:
-            try:
-                sock.settimeout(deadline.left())
-                sock.sendall(b"zINSTREAM\0")
+            failure = _send(sock, b"zINSTREAM\0", deadline)
+            if failure is None:
                 for frame in _frames(chunks, self.chunk_size):
-                    sock.settimeout(deadline.left())
-                    sock.sendall(struct.pack(">I", len(frame)) + frame)
-                sock.settimeout(deadline.left())
-                sock.sendall(_END_OF_STREAM)
-            except OSError as exc:
-                # clamd stops reading and answers at once when the stream is too long; its
-                # answer may be waiting although our send failed.
-                reply = self._reply_after_failed_send(sock, deadline)
-                if reply:
-                    return parse_clamd_reply(reply)
-                raise ScannerUnavailable(f"clamd at {self.address} failed: {exc}") from exc
+                    failure = _send(sock, struct.pack(">I", len(frame)) + frame, deadline)
+                    if failure is not None:
+                        break
+                else:
+                    failure = _send(sock, _END_OF_STREAM, deadline)
+            # After a failed send the answer may still be waiting: clamd stops reading and
+            # answers at once when the stream is longer than its StreamMaxLength.
             try:
                 reply = self._read_reply(sock, deadline)
             except OSError as exc:
-                raise ScannerUnavailable(f"clamd at {self.address} failed: {exc}") from exc
+                raise ScannerUnavailable(f"clamd at {self.address} failed: {failure or exc}") from (
+                    failure or exc
+                )
+            if failure is not None and not reply:
+                raise ScannerUnavailable(f"clamd at {self.address} failed: {failure}") from failure
         return parse_clamd_reply(reply)
 
-    def _reply_after_failed_send(self, sock: socket.socket, deadline: _Deadline) -> bytes:
-        try:
-            return self._read_reply(sock, deadline)
-        except (OSError, ScannerUnavailable):
-            return b""
+
+def _send(sock: socket.socket, data: bytes, deadline: _Deadline) -> OSError | None:
+    """Send all of `data` within the deadline; the socket error, if any, is returned."""
+    try:
+        sock.settimeout(deadline.left())
+        sock.sendall(data)
+    except OSError as exc:
+        return exc
+    return None
 
 
 class CommandScanner:

@@ -4,6 +4,8 @@ commands: verdicts, streaming, limits, and every way of getting no verdict."""
 from __future__ import annotations
 
 import socket
+import struct
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -95,6 +97,39 @@ def test_a_clamd_that_never_answers_times_out() -> None:
         elapsed = time.monotonic() - started
     assert 0.5 <= elapsed < 3
     assert "0.5 s" in str(raised.value) or "timed out" in str(raised.value)
+
+
+def test_a_connection_reset_mid_stream_is_unavailable() -> None:
+    # A server that takes the first bytes, then resets the connection (SO_LINGER 0).
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+
+        def reset_after_first_bytes() -> None:
+            conn, _ = server.accept()
+            conn.recv(1024)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+        resetter = threading.Thread(target=reset_after_first_bytes)
+        resetter.start()
+        scanner = scanners.ClamdScanner(f"tcp:127.0.0.1:{port}", timeout_seconds=10)
+        started = time.monotonic()
+        with pytest.raises(ScannerUnavailable) as raised:
+            scanner.scan(b"x" * 65536 for _ in range(400))
+        resetter.join()
+    assert time.monotonic() - started < 5
+    assert "reset" in str(raised.value).lower() or "pipe" in str(raised.value).lower()
+
+
+def test_an_error_reading_the_object_passes_through(clamd_address: str) -> None:
+    def failing_chunks() -> Iterator[bytes]:
+        yield b"first bytes"
+        raise OSError("the object could not be read")
+
+    with pytest.raises(OSError, match="could not be read"):
+        scanners.ClamdScanner(clamd_address, timeout_seconds=10).scan(failing_chunks())
 
 
 @pytest.fixture(scope="module")

@@ -237,3 +237,25 @@ def test_clamdscan_fits_the_command_contract(
     verdict = scanner.scan([clamd.EICAR])
     assert verdict.infected
     assert verdict.signature == f"stream: {clamd.TEST_SIGNATURE} FOUND"
+
+
+def test_local_clamd_starts_again_after_being_killed(tmp_path: Path) -> None:
+    # A SIGKILLed clamd leaves its socket file and pid file behind; start() copes with both.
+    local = clamd.LocalClamd(tmp_path / "clamd")
+    try:
+        local.start()
+        assert local.process is not None
+        local.process.kill()
+        local.process.wait()
+        assert local.socket_path.exists()
+        with pytest.raises(ScannerUnavailable):
+            scanners.ClamdScanner(local.address, timeout_seconds=5).ping()
+
+        local.start()
+
+        assert scanners.ClamdScanner(local.address, timeout_seconds=5).scan([clamd.EICAR]).infected
+        assert 0 < local.started_in_seconds < 60
+        assert 0 < local.rss_bytes() < 200 * MIB
+    finally:
+        local.remove()
+    assert not local.state_dir.exists()

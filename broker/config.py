@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -24,6 +25,20 @@ def check_media_type_patterns(value: tuple[str, ...]) -> tuple[str, ...]:
         if pattern != "*/*" and not MEDIA_TYPE_PATTERN.match(pattern):
             raise ValueError(f"{pattern!r} is not a media type pattern like image/png or image/*")
     return value
+
+
+def parse_clamd_address(address: str) -> str | tuple[str, int]:
+    """`unix:/path/to/clamd.ctl` -> the socket path; `tcp:host:port` -> (host, port)."""
+    kind, _, rest = address.partition(":")
+    if kind == "unix" and rest.startswith("/"):
+        return rest
+    host, _, port = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if kind == "tcp" and host and "/" not in host and port.isdigit() and 0 < int(port) < 65536:
+        return host, int(port)
+    raise ValueError(
+        f"{address!r} is not a clamd address like unix:/run/clamav/clamd.ctl or tcp:127.0.0.1:3310"
+    )
 
 
 class ConfigError(Exception):
@@ -76,6 +91,11 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=15, gt=0, le=300)
     webhook_concurrency: int = Field(default=32, ge=1, le=1000)
     webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=100)
+
+    # Malware scanning engines (broker/adapters/scanners.py): clamd, or a command; not both.
+    clamd_address: str = ""
+    scan_command: str = ""
+    scan_timeout_seconds: float = Field(default=60, gt=0, le=3600)
 
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=10, ge=1)
@@ -143,6 +163,25 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL with no path, like http://127.0.0.1:9000")
         return value.rstrip("/")
 
+    @field_validator("clamd_address")
+    @classmethod
+    def _check_clamd_address(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parse_clamd_address(value)
+        return value
+
+    @field_validator("scan_command")
+    @classmethod
+    def _check_scan_command(cls, value: str) -> str:
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"is not a command line ({exc})") from None
+        if value.strip() and not argv:
+            raise ValueError("is not a command line")
+        return value.strip()
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
@@ -176,6 +215,10 @@ class Settings(BaseSettings):
         if self.webhook_endpoint_concurrency > self.webhook_concurrency:
             raise ValueError(
                 "BROKER_WEBHOOK_ENDPOINT_CONCURRENCY must not exceed BROKER_WEBHOOK_CONCURRENCY"
+            )
+        if self.clamd_address and self.scan_command:
+            raise ValueError(
+                "BROKER_CLAMD_ADDRESS and BROKER_SCAN_COMMAND are both set; choose one engine"
             )
         return self
 

@@ -22,6 +22,7 @@ import pytest
 
 from broker import auth, config
 from broker.adapters import storage
+from broker.dev import clamd
 from tests import services
 from tests.tcp_proxy import TcpProxy
 
@@ -36,6 +37,28 @@ hypothesis.settings.load_profile("thorough")
 def found_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Services]:
     with services.services(tmp_path_factory.mktemp("stack")) as found:
         yield found
+
+
+@pytest.fixture(scope="session")
+def clamd_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clamd.LocalClamd]:
+    """clamd for the session, on a unix socket (`.address`) and 127.0.0.1 TCP
+    (`.tcp_address`), with the test signature only (clamd.EICAR -> clamd.TEST_SIGNATURE).
+    Local whatever the other services' source: it starts in about 0.1 s. A test may stop it
+    (`with tests.clamd.down(clamd_service): ...`); the next `clamd_address` starts it again."""
+    local = clamd.LocalClamd(
+        tmp_path_factory.mktemp("clamd"), tcp_port=services.devstack.free_port()
+    )
+    local.start()
+    yield local
+    local.remove()
+
+
+@pytest.fixture
+def clamd_address(clamd_service: clamd.LocalClamd) -> str:
+    """BROKER_CLAMD_ADDRESS of the session's clamd, running (restarted if a test left it down)."""
+    if clamd_service.process is None or clamd_service.process.poll() is not None:
+        clamd_service.start()
+    return clamd_service.address
 
 
 @pytest.fixture(scope="session")

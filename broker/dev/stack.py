@@ -1,4 +1,5 @@
-"""`broker dev`: PostgreSQL, MinIO and the broker in the foreground, settings in a state folder."""
+"""`broker dev`: PostgreSQL, MinIO, clamd and the broker in the foreground, settings in a state
+folder."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from broker import config
-from broker.dev import devstack
+from broker.dev import clamd, devstack
 
 
 def dev(
@@ -20,7 +21,7 @@ def dev(
     initialize: Callable[[config.Settings], None],
     serve: Callable[[str, int, int], None],
 ) -> None:
-    """Run PostgreSQL, MinIO and the broker locally in the foreground; Ctrl-C stops all three.
+    """Run PostgreSQL, MinIO, clamd and the broker locally in the foreground; Ctrl-C stops all.
 
     `initialize` (migrations, bucket) and `serve` are the command line's own, passed in so
     that this module never imports broker.cli: the command line imports broker.dev, not
@@ -45,25 +46,37 @@ def dev(
         # origins as the broker's, or any origin when none are set.
         cors_origins=os.environ.get("BROKER_CORS_ORIGINS") or "*",
     )
+    # clamd on the local test signature, unless the environment names an engine already.
+    scanner = None
+    if not os.environ.get("BROKER_CLAMD_ADDRESS") and not os.environ.get("BROKER_SCAN_COMMAND"):
+        scanner = clamd.LocalClamd(state_dir / "clamd")
+        os.environ["BROKER_CLAMD_ADDRESS"] = scanner.address
     try:
         print(f"starting PostgreSQL on 127.0.0.1:{pg_port} ...", flush=True)
         postgres.start()
         print(f"starting MinIO on 127.0.0.1:{minio_port} ...", flush=True)
         minio.start()
+        if scanner is not None:
+            print(f"starting clamd on {scanner.address} ...", flush=True)
+            scanner.start()
         initialize(config.load_settings())
         print(
             f"\nbroker      http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n"
             f"minio       {minio.endpoint}  (credentials in {env_file})\n"
             f"postgres    127.0.0.1:{pg_port}, data in {postgres.data_dir}\n"
+            f"clamd       {os.environ.get('BROKER_CLAMD_ADDRESS') or 'none'}"
+            f"{'  (test signature only: the EICAR string)' if scanner else ''}\n"
             f"state       {state_dir.resolve()}  (delete it to start from scratch)\n"
             f"token       make token SUB=alice\n",
             flush=True,
         )
         serve(host, port, 1)
     finally:
+        if scanner is not None:
+            scanner.stop()
         minio.stop()
         postgres.stop()
-        print("stopped MinIO and PostgreSQL", flush=True)
+        print("stopped clamd, MinIO and PostgreSQL", flush=True)
 
 
 def _dev_environment(state_dir: Path, env_file: Path) -> dict[str, str]:

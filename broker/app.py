@@ -74,13 +74,16 @@ def create_app(settings: Settings, after_startup: Callable[[], None] | None = No
             sender = None
             if settings.webhook_sender:
                 sender = asyncio.create_task(flows.webhook_sender.run_forever())
+            scanner = None
+            if settings.scanner:
+                scanner = asyncio.create_task(flows.scanner.run_forever())
             if after_startup is not None:
                 after_startup()
             log.info("startup.ready", extra={"bucket": settings.s3_bucket})
             try:
                 yield
             finally:
-                for task in (background, sender):
+                for task in (background, sender, scanner):
                     if task is not None:
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import getpass
 import os
 import sys
 import uuid
@@ -131,6 +132,13 @@ async def operator_command(args: argparse.Namespace, settings: config.Settings) 
         return await commands.reconcile(settings, args.dry_run, args.json)
     if args.uploads_command == "show":
         return await commands.show_upload(settings, args.upload_id, args.json)
+    if args.uploads_command in ("release", "delete"):
+        decide = (
+            commands.release_upload
+            if args.uploads_command == "release"
+            else (commands.delete_upload)
+        )
+        return await decide(settings, args.upload_id, args.reason, args.by, args.json)
     longer = args.pending_longer_than
     filters = UploadFilters(
         status=UploadStatus(args.status) if args.status else None,
@@ -221,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_token.add_argument("--env-file", default=".env")
 
-    p_uploads = commands.add_parser("uploads", help="list or show uploads (operators)")
+    p_uploads = commands.add_parser(
+        "uploads", help="list, show, release or delete uploads (operators)"
+    )
     uploads_commands = p_uploads.add_subparsers(dest="uploads_command", required=True)
     p_list = uploads_commands.add_parser("list", help="uploads, newest first")
     p_list.add_argument("--status", choices=[status.value for status in UploadStatus])
@@ -240,6 +250,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_show = uploads_commands.add_parser("show", help="one upload, its history and storage state")
     p_show.add_argument("upload_id", type=uuid.UUID)
     p_show.add_argument("--json", action="store_true")
+    for name, help in (
+        ("release", "release a quarantined upload: finalized and downloadable"),
+        ("delete", "delete a live upload (a quarantined one, say) and its object"),
+    ):
+        p_decide = uploads_commands.add_parser(name, help=help)
+        p_decide.add_argument("upload_id", type=_uuid)
+        p_decide.add_argument("--reason", required=True, help="kept in the upload's history")
+        p_decide.add_argument(
+            "--by", default=getpass.getuser(), help="your name, recorded as admin:<by>"
+        )
+        p_decide.add_argument("--json", action="store_true")
 
     p_stats = commands.add_parser("stats", help="counts, pending ages, hourly activity")
     p_stats.add_argument("--json", action="store_true")

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     clamd_address: str = ""
     scan_command: str = ""
     scan_timeout_seconds: float = Field(default=60, gt=0, le=3600)
+    scan_concurrency: int = Field(default=2, ge=1, le=64)
+    scanner: bool = True  # run the scan-job task in this process
 
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=10, ge=1)

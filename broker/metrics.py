@@ -51,3 +51,17 @@ WEBHOOK_OLDEST_PENDING_AGE = Gauge(
     "broker_webhook_oldest_pending_age_seconds",
     "Age of the state change of the oldest undelivered webhook (read at scrape)",
 )
+SCANS = Counter(
+    "broker_scans_total",
+    "Malware scans by engine and verdict (clean, infected, skipped, unavailable)",
+    ["engine", "verdict"],
+)
+SCAN_SECONDS = Histogram(
+    "broker_scan_seconds",
+    "Time one scan took, streaming the object to the engine",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SCAN_BACKLOG = Gauge("broker_scan_jobs", "Uploads waiting for a malware verdict (read at scrape)")
+SCAN_OLDEST_AGE = Gauge(
+    "broker_scan_oldest_job_age_seconds", "Age of the oldest scan job (read at scrape)"
+)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import tenacity
 
-from broker.adapters import db, http, queries, storage
+from broker.adapters import db, http, queries, scanners, sniffer, storage
 from broker.config import Settings
 from broker.domain.policies import Policies, load_policies
 from broker.flows import (
@@ -26,10 +26,11 @@ from broker.flows import (
     live,
     multipart,
     reconciler,
+    scanning,
     uploads,
     webhook_sender,
 )
-from broker.flows.ports import ObjectStore, Queries, WebhookPoster
+from broker.flows.ports import ContentSniffer, ObjectStore, Queries, Scanner, WebhookPoster
 
 log = logging.getLogger("broker.wiring")
 
@@ -48,6 +49,7 @@ class Flows:
     probes: health.Probes
     webhooks: app_webhooks.AppWebhooks
     webhook_sender: webhook_sender.WebhookSender
+    scanner: scanning.MalwareScanner
 
 
 def build(
@@ -56,6 +58,8 @@ def build(
     store: ObjectStore,
     poster: WebhookPoster,
     listen: Callable[[str], live.Listen],
+    sniff: ContentSniffer,
+    engine: Scanner | None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Flows:
     """Wire the use cases to implementations of their ports (no I/O): the adapters in
@@ -73,7 +77,7 @@ def build(
         )
 
     native = new_uploads(settings.multipart_part_size_bytes)
-    finalizer = finalization.Finalizer(statements, store)
+    finalizer = finalization.Finalizer(statements, store, policies, sniff)
     checker = reconciler.Reconciler(
         statements,
         store,
@@ -107,6 +111,19 @@ def build(
                 poll_seconds=settings.webhook_poll_seconds,
                 concurrency=settings.webhook_concurrency,
                 per_endpoint=settings.webhook_endpoint_concurrency,
+            ),
+            clock=clock,
+        ),
+        scanner=scanning.MalwareScanner(
+            statements,
+            store,
+            engine,
+            policies,
+            listen(scanning.CHANNEL),
+            # A lease outlives the engine's timeout for one whole scan, with room to record.
+            scanning.ScannerLimits(
+                lease_seconds=settings.scan_timeout_seconds * 2 + 30,
+                concurrency=settings.scan_concurrency,
             ),
             clock=clock,
         ),
@@ -168,6 +185,8 @@ async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> Asyn
                 lambda channel: functools.partial(
                     db.listen_forever, settings.database_url, channel
                 ),
+                sniffer.detect,
+                scanners.scanner_from_settings(settings),
             )
         finally:
             await poster.aclose()

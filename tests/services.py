@@ -306,6 +306,7 @@ def broker_settings(
         policies_file=policies_file,
         reconcile_interval_seconds=0,  # tests run reconciler passes themselves
         webhook_sender=False,  # and webhook sending rounds, unless they start a sender
+        scanner=False,  # and scan rounds (tests/integration/test_scanning.py)
         sse_heartbeat_seconds=0.5,
         cors_origins=(found.page_origin,),
         multipart_part_size_bytes=5 * 1024 * 1024,

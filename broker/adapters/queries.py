@@ -28,6 +28,8 @@ from broker.domain.model import (
     PendingSummary,
     QuotaLimits,
     ReconcilerRun,
+    ScanBacklog,
+    ScanResult,
     StatusPolicyCount,
     Transfer,
     Upload,
@@ -47,6 +49,10 @@ from broker.domain.webhooks import (
 # Enum members by value: a dict lookup, where calling the enum class costs ten times more.
 _STATUSES = {status.value: status for status in UploadStatus}
 _TRANSFERS = {transfer.value: transfer for transfer in Transfer}
+_SCAN_RESULTS: dict[str | None, ScanResult | None] = {
+    None: None,
+    **{r.value: r for r in ScanResult},
+}
 _CHECKSUM_ALGORITHMS: dict[str | None, ChecksumAlgorithm | None] = {
     None: None,
     **{a.value: a for a in ChecksumAlgorithm},
@@ -61,6 +67,7 @@ def _upload(row: asyncpg.Record | None) -> Upload | None:
     values[2] = _STATUSES[values[2]]
     values[12] = _TRANSFERS[values[12]]
     values[16] = _CHECKSUM_ALGORITHMS[values[16]]
+    values[30] = _SCAN_RESULTS[values[30]]
     return Upload._make(values)
 
 
@@ -282,6 +289,7 @@ class Queries:
         etag: str,
         checksum: str | None,
         size: int,
+        detected_content_type: str | None,
         actor: str,
         detail: Mapping[str, Any],
     ) -> Upload | None:
@@ -292,18 +300,127 @@ class Queries:
                 etag=etag,
                 checksum=checksum,
                 size=size,
+                detected_content_type=detected_content_type,
+                actor=actor,
+                detail=detail,
+            )
+        )
+
+    async def mark_upload_scanning(
+        self,
+        upload_id: uuid.UUID,
+        *,
+        etag: str,
+        checksum: str | None,
+        size: int,
+        detected_content_type: str | None,
+        actor: str,
+        detail: Mapping[str, Any],
+    ) -> Upload | None:
+        return _upload(
+            await self._row(
+                "mark_upload_scanning",
+                id=upload_id,
+                etag=etag,
+                checksum=checksum,
+                size=size,
+                detected_content_type=detected_content_type,
                 actor=actor,
                 detail=detail,
             )
         )
 
     async def mark_upload_rejected(
-        self, upload_id: uuid.UUID, *, reason: str, actor: str, detail: Mapping[str, Any]
+        self,
+        upload_id: uuid.UUID,
+        *,
+        reason: str,
+        actor: str,
+        detail: Mapping[str, Any],
+        detected_content_type: str | None = None,
     ) -> Upload | None:
         return _upload(
             await self._row(
-                "mark_upload_rejected", id=upload_id, reason=reason, actor=actor, detail=detail
+                "mark_upload_rejected",
+                id=upload_id,
+                reason=reason,
+                detected_content_type=detected_content_type,
+                actor=actor,
+                detail=detail,
             )
+        )
+
+    # ---- malware scanning (migration 0009): the jobs, the verdicts, the admins' decisions
+
+    async def claim_scan_jobs(
+        self, *, now: datetime, lease_seconds: float, lease_owner: str, limit: int
+    ) -> list[tuple[uuid.UUID, int]]:
+        """(upload id, attempt number) of the jobs leased to `lease_owner`."""
+        rows = await self._rows(
+            "claim_scan_jobs",
+            now=now,
+            lease_seconds=lease_seconds,
+            lease_owner=lease_owner,
+            limit=limit,
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    async def record_scan_verdict(
+        self,
+        upload_id: uuid.UUID,
+        *,
+        lease_owner: str,
+        status: UploadStatus,
+        scan_result: ScanResult,
+        scan_signature: str | None,
+        actor: str,
+        detail: Mapping[str, Any],
+    ) -> Upload | None:
+        return _upload(
+            await self._row(
+                "record_scan_verdict",
+                id=upload_id,
+                lease_owner=lease_owner,
+                status=status.value,
+                scan_result=scan_result.value,
+                scan_signature=scan_signature,
+                actor=actor,
+                detail=detail,
+            )
+        )
+
+    async def retry_scan_job(
+        self, upload_id: uuid.UUID, *, lease_owner: str, next_attempt_at: datetime, error: str
+    ) -> bool:
+        row = await self._row(
+            "retry_scan_job",
+            id=upload_id,
+            lease_owner=lease_owner,
+            next_attempt_at=next_attempt_at,
+            error=error,
+        )
+        return row is not None
+
+    async def drop_scan_job(self, upload_id: uuid.UUID, *, lease_owner: str) -> None:
+        await self._rows("drop_scan_job", id=upload_id, lease_owner=lease_owner)
+
+    async def scan_backlog(self) -> ScanBacklog:
+        row = await self._row("scan_backlog")
+        assert row is not None
+        return ScanBacklog(jobs=row[0], retried=row[1], oldest_created_at=row[2])
+
+    async def release_quarantined_upload(
+        self, upload_id: uuid.UUID, *, actor: str, detail: Mapping[str, Any]
+    ) -> Upload | None:
+        return _upload(
+            await self._row("release_quarantined_upload", id=upload_id, actor=actor, detail=detail)
+        )
+
+    async def admin_delete_upload(
+        self, upload_id: uuid.UUID, *, actor: str, detail: Mapping[str, Any]
+    ) -> Upload | None:
+        return _upload(
+            await self._row("admin_delete_upload", id=upload_id, actor=actor, detail=detail)
         )
 
     async def mark_upload_deleted(self, upload_id: uuid.UUID, owner: str) -> Upload | None:

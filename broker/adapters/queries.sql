@@ -29,7 +29,8 @@ WITH created AS (
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM created;
 
 -- name: lock_owner_quota
@@ -38,7 +39,8 @@ FROM created;
 SELECT pg_advisory_xact_lock(hashtextextended('broker.quota:' || :owner, 0));
 
 -- name: insert_upload_within_quota
--- insert_upload, only if the owner's live (pending + finalized) uploads stay within the
+-- insert_upload, only if the owner's live (pending, scanning, finalized, quarantined) uploads
+-- stay within the
 -- policy's quota and the global one (NULL = no limit). An upload of unknown size reserves
 -- its size limit until it is finalized.
 WITH live AS (
@@ -48,7 +50,7 @@ WITH live AS (
            count(*) AS total_count,
            coalesce(sum(coalesce(size, size_limit)), 0) AS total_bytes
     FROM uploads
-    WHERE owner = :owner AND status IN ('pending', 'finalized')
+    WHERE owner = :owner AND status IN ('pending', 'scanning', 'finalized', 'quarantined')
 ), created AS (
     INSERT INTO uploads (id, owner, filename, content_type, size, size_limit, sha256, metadata,
                          bucket, object_key, policy, transfer, multipart_upload_id, part_size,
@@ -74,7 +76,8 @@ WITH live AS (
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM created;
 
 -- name: get_upload_by_idempotency_key
@@ -82,7 +85,8 @@ FROM created;
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM uploads WHERE owner = :owner AND idempotency_key = :idempotency_key;
 
 -- name: get_upload_for_owner
@@ -90,7 +94,8 @@ FROM uploads WHERE owner = :owner AND idempotency_key = :idempotency_key;
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM uploads WHERE id = :id AND owner = :owner;
 
 -- name: get_upload
@@ -98,7 +103,8 @@ FROM uploads WHERE id = :id AND owner = :owner;
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM uploads WHERE id = :id;
 
 -- name: get_upload_owner
@@ -110,7 +116,8 @@ SELECT owner FROM uploads WHERE id = :id;
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM uploads WHERE bucket = :bucket AND object_key = :object_key;
 
 -- name: list_uploads_for_owner
@@ -118,7 +125,8 @@ FROM uploads WHERE bucket = :bucket AND object_key = :object_key;
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM uploads
 WHERE owner = :owner
   AND (:status::text IS NULL OR status = :status)
@@ -134,7 +142,8 @@ LIMIT :limit;
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM uploads
 WHERE owner = :owner
   AND metadata @> :metadata::jsonb
@@ -146,11 +155,12 @@ LIMIT :limit;
 
 -- name: mark_upload_finalized
 -- pending -> finalized, recording what storage reported (etag, checksum, and the size of an
--- upload whose size was unknown until now).
+-- upload whose size was unknown until now) and the type detected in the bytes.
 WITH changed AS (
     UPDATE uploads
     SET status = 'finalized', etag = :etag, checksum = :checksum,
-        size = coalesce(size, :size::bigint), finalized_at = now(), updated_at = now()
+        size = coalesce(size, :size::bigint), detected_content_type = :detected_content_type,
+        finalized_at = now(), updated_at = now()
     WHERE id = :id AND status = 'pending'
     RETURNING *
 ), logged AS (
@@ -160,14 +170,17 @@ WITH changed AS (
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM changed;
 
 -- name: mark_upload_rejected
 -- pending -> rejected, with a machine-readable reason.
 WITH changed AS (
     UPDATE uploads
-    SET status = 'rejected', reject_reason = :reason, rejected_at = now(), updated_at = now()
+    SET status = 'rejected', reject_reason = :reason,
+        detected_content_type = coalesce(:detected_content_type, detected_content_type),
+        rejected_at = now(), updated_at = now()
     WHERE id = :id AND status = 'pending'
     RETURNING *
 ), logged AS (
@@ -177,15 +190,135 @@ WITH changed AS (
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM changed;
 
--- name: mark_upload_deleted
--- pending | finalized -> deleted, asked for by the owner.
+-- name: mark_upload_scanning
+-- pending -> scanning: the bytes match what was promised, and the policy scans them. The scan
+-- job is queued by the same statement (its insert trigger wakes the scanners).
+WITH changed AS (
+    UPDATE uploads
+    SET status = 'scanning', etag = :etag, checksum = :checksum,
+        size = coalesce(size, :size::bigint), detected_content_type = :detected_content_type,
+        updated_at = now()
+    WHERE id = :id AND status = 'pending'
+    RETURNING *
+), queued AS (
+    INSERT INTO scan_jobs (upload_id) SELECT id FROM changed
+), logged AS (
+    INSERT INTO upload_history (upload_id, status, actor, detail)
+    SELECT id, status, :actor, :detail::jsonb FROM changed
+)
+SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
+    object_key, policy, transfer, multipart_upload_id, part_size, part_count,
+    checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
+FROM changed;
+
+-- name: claim_scan_jobs
+-- Lease up to :limit due scan jobs to :lease_owner and count the attempt. Jobs another
+-- scanner is claiming are skipped; a lease that ran out (its scanner died) is taken over.
+WITH due AS (
+    SELECT upload_id FROM scan_jobs
+    WHERE next_attempt_at <= :now::timestamptz
+      AND (leased_until IS NULL OR leased_until <= :now)
+    ORDER BY next_attempt_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE scan_jobs j
+SET leased_until = :now + make_interval(secs => :lease_seconds), lease_owner = :lease_owner,
+    attempts = j.attempts + 1
+FROM due WHERE j.upload_id = due.upload_id
+RETURNING j.upload_id, j.attempts;
+
+-- name: record_scan_verdict
+-- scanning -> :status (finalized: clean, or skipped under fail-open; quarantined: infected),
+-- and the job is done; only by the scanner that still holds the job's lease. The job goes
+-- even if the upload left scanning meanwhile (deleted by its owner).
+WITH job AS (
+    DELETE FROM scan_jobs WHERE upload_id = :id AND lease_owner = :lease_owner
+    RETURNING upload_id
+), changed AS (
+    UPDATE uploads u
+    SET status = :status, scan_result = :scan_result, scan_signature = :scan_signature,
+        finalized_at = CASE WHEN :status = 'finalized' THEN now() END, updated_at = now()
+    FROM job
+    WHERE u.id = job.upload_id AND u.status = 'scanning'
+    RETURNING u.*
+), logged AS (
+    INSERT INTO upload_history (upload_id, status, actor, detail)
+    SELECT id, status, :actor, :detail::jsonb FROM changed
+)
+SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
+    object_key, policy, transfer, multipart_upload_id, part_size, part_count,
+    checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
+FROM changed;
+
+-- name: retry_scan_job
+-- No verdict (the engine is down, or storage is): try again at :next_attempt_at.
+UPDATE scan_jobs
+SET next_attempt_at = :next_attempt_at, leased_until = NULL, lease_owner = NULL,
+    last_error = :error
+WHERE upload_id = :id AND lease_owner = :lease_owner
+RETURNING upload_id;
+
+-- name: drop_scan_job
+-- The job of an upload that is no longer scanning (deleted meanwhile, object gone).
+DELETE FROM scan_jobs WHERE upload_id = :id AND lease_owner = :lease_owner;
+
+-- name: scan_backlog
+-- For /metrics and /ops: jobs waiting, jobs retried at least once, the oldest job's start.
+SELECT count(*) AS jobs, count(*) FILTER (WHERE attempts > 1) AS retried,
+       min(created_at) AS oldest
+FROM scan_jobs;
+
+-- name: release_quarantined_upload
+-- quarantined -> finalized, by an admin who says why.
+WITH changed AS (
+    UPDATE uploads
+    SET status = 'finalized', finalized_at = now(), updated_at = now()
+    WHERE id = :id AND status = 'quarantined'
+    RETURNING *
+), logged AS (
+    INSERT INTO upload_history (upload_id, status, actor, detail)
+    SELECT id, status, :actor, :detail::jsonb FROM changed
+)
+SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
+    object_key, policy, transfer, multipart_upload_id, part_size, part_count,
+    checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
+FROM changed;
+
+-- name: admin_delete_upload
+-- A live upload -> deleted, by an admin who says why (a quarantined file, for one).
 WITH changed AS (
     UPDATE uploads
     SET status = 'deleted', deleted_at = now(), updated_at = now()
-    WHERE id = :id AND owner = :owner AND status IN ('pending', 'finalized')
+    WHERE id = :id AND status IN ('pending', 'scanning', 'finalized', 'quarantined')
+    RETURNING *
+), logged AS (
+    INSERT INTO upload_history (upload_id, status, actor, detail)
+    SELECT id, status, :actor, :detail::jsonb FROM changed
+)
+SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
+    object_key, policy, transfer, multipart_upload_id, part_size, part_count,
+    checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
+FROM changed;
+
+-- name: mark_upload_deleted
+-- A live upload (pending, scanning, finalized, quarantined) -> deleted, asked for by the owner.
+WITH changed AS (
+    UPDATE uploads
+    SET status = 'deleted', deleted_at = now(), updated_at = now()
+    WHERE id = :id AND owner = :owner AND status IN ('pending', 'scanning', 'finalized', 'quarantined')
     RETURNING *
 ), logged AS (
     INSERT INTO upload_history (upload_id, status, actor)
@@ -194,15 +327,17 @@ WITH changed AS (
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM changed;
 
 -- name: mark_upload_deleted_by_key
--- pending | finalized -> deleted, because storage reported the object removed.
+-- A live upload -> deleted, because storage reported the object removed.
 WITH changed AS (
     UPDATE uploads
     SET status = 'deleted', deleted_at = now(), updated_at = now()
-    WHERE bucket = :bucket AND object_key = :object_key AND status IN ('pending', 'finalized')
+    WHERE bucket = :bucket AND object_key = :object_key
+      AND status IN ('pending', 'scanning', 'finalized', 'quarantined')
     RETURNING *
 ), logged AS (
     INSERT INTO upload_history (upload_id, status, actor, detail)
@@ -211,7 +346,8 @@ WITH changed AS (
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM changed;
 
 -- name: mark_upload_expired
@@ -228,7 +364,8 @@ WITH changed AS (
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM changed;
 
 -- name: claim_stale_pending_upload
@@ -237,7 +374,8 @@ FROM changed;
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM uploads
 WHERE status = 'pending' AND expires_at <= now()
 ORDER BY expires_at
@@ -249,7 +387,8 @@ FOR UPDATE SKIP LOCKED;
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM uploads
 WHERE status = 'pending' AND expires_at <= now()
 ORDER BY expires_at
@@ -260,14 +399,15 @@ LIMIT :limit;
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM uploads WHERE id = :id AND status = 'pending' FOR UPDATE;
 
 -- name: find_live_object_keys
--- Which of these keys belong to a pending or finalized upload (the rest are orphans).
+-- Which of these keys belong to a live upload (the rest are orphans).
 SELECT object_key FROM uploads
 WHERE bucket = :bucket AND object_key = ANY(:object_keys::text[])
-  AND status IN ('pending', 'finalized');
+  AND status IN ('pending', 'scanning', 'finalized', 'quarantined');
 
 -- name: find_pending_multipart_ids
 -- Which of these storage multipart upload ids belong to a pending upload.
@@ -306,7 +446,8 @@ SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL random_page_cost = 1.1;
 SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
     object_key, policy, transfer, multipart_upload_id, part_size, part_count,
     checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
-    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
 FROM uploads
 WHERE (:status::text IS NULL OR status = :status)
   AND (:owner::text IS NULL OR owner = :owner)

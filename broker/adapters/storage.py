@@ -6,7 +6,7 @@ Implements the ObjectStore port of broker/flows/ports.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -181,6 +181,39 @@ class Storage:
             content_type=response.get("ContentType"),
             checksum=response.get("ChecksumSHA256") or response.get("ChecksumCRC32C"),
         )
+
+    async def read_head(self, key: str, length: int) -> bytes | None:
+        """The first `length` bytes under `key` (fewer if it is shorter), or None if gone."""
+        try:
+            response = await self._call(
+                "get_object", Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}"
+            )
+            return await asyncio.to_thread(response["Body"].read)  # type: ignore[no-any-return]
+        except botocore.exceptions.ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            if _error_code(exc) == "InvalidRange":  # an empty object has no byte 0
+                return b""
+            raise
+
+    def stream(self, key: str, chunk_size: int) -> Iterator[bytes]:
+        """The object's bytes in chunks, read as they are consumed (blocking: run it in a
+        thread). Raises errors.ObjectMissing if it is gone, StorageUnavailable on failure."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise errors.ObjectMissing() from exc
+            raise errors.StorageUnavailable() from exc
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise errors.StorageUnavailable() from exc
+        body = response["Body"]
+        try:
+            yield from body.iter_chunks(chunk_size)
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise errors.StorageUnavailable() from exc
+        finally:
+            body.close()
 
     async def delete(self, key: str) -> None:
         """Remove the object under `key`; a missing object is not an error."""

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from broker.api import schemas
 from broker.api.deps import AdminDep, AuthenticatedRoute, PrincipalDep
@@ -47,7 +47,7 @@ class AdminUploadPage(BaseModel):
 
 class HistoryEntry(BaseModel):
     status: UploadStatus
-    actor: str = Field(description="owner, webhook, reconciler, or admin:<name>")
+    actor: str = Field(description="owner, webhook, reconciler, scanner, or admin:<name>")
     detail: dict[str, Any]
     at: datetime
 
@@ -196,6 +196,38 @@ async def reconcile_upload(
 ) -> ActionResult:
     """Check one pending upload against storage now (settles it, or expires it if overdue)."""
     outcome, row = await service.reconcile(upload_id, f"admin:{principal.subject}")
+    return ActionResult(outcome=outcome, upload=AdminUpload.of(row))
+
+
+class Decision(BaseModel):
+    """Why an admin releases or deletes an upload (kept in its history)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.post(
+    "/uploads/{upload_id}/release",
+    response_model=AdminUpload,
+    responses=responses(400, 401, 403, 404, 409, 422, 503),
+)
+async def release_upload(
+    upload_id: uuid.UUID, decision: Decision, service: AdminDep, principal: PrincipalDep
+) -> AdminUpload:
+    """Release a quarantined upload: it becomes finalized and downloadable; the reason and
+    your name are recorded in its history. Anything else is 409 ERR_UPLOAD_NOT_QUARANTINED."""
+    upload = await service.release(upload_id, f"admin:{principal.subject}", decision.reason)
+    return AdminUpload.of(upload)
+
+
+@router.post("/uploads/{upload_id}/delete", response_model=ActionResult, responses=ADMIN_ERRORS)
+async def delete_upload(
+    upload_id: uuid.UUID, decision: Decision, service: AdminDep, principal: PrincipalDep
+) -> ActionResult:
+    """Delete any live upload (pending, scanning, finalized or quarantined) and its object;
+    the reason and your name are recorded in its history."""
+    outcome, row = await service.delete(upload_id, f"admin:{principal.subject}", decision.reason)
     return ActionResult(outcome=outcome, upload=AdminUpload.of(row))
 
 

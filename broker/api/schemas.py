@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from broker.domain.model import ChecksumAlgorithm, Outcome, Transfer, UploadStatus
+from broker.domain.model import ChecksumAlgorithm, Outcome, ScanResult, Transfer, UploadStatus
 from broker.domain.model import Upload as UploadRecord
 from broker.domain.objects import PresignedRequest
 
@@ -163,6 +163,14 @@ class Upload(BaseModel):
     checksum_algorithm: ChecksumAlgorithm | None
     checksum: str | None = Field(description="The checksum storage reported at finalization.")
     reject_reason: str | None
+    detected_content_type: str | None = Field(
+        description="The type the broker detected in the stored bytes (policies that sniff)."
+    )
+    scan_result: ScanResult | None = Field(
+        description="The malware scan's verdict (policies that scan): clean, infected, or "
+        "skipped when no scanner answered and the policy fails open."
+    )
+    scan_signature: str | None = Field(description="The malware the scanner named.")
     created_at: datetime
     expires_at: datetime
     finalized_at: datetime | None
@@ -176,7 +184,7 @@ class Upload(BaseModel):
 def upload_fields(upload: UploadRecord) -> dict[str, Any]:
     """The public fields of an upload record (enums as their values: serializing an enum
     member costs pydantic_core five times what its string does, on every create)."""
-    algorithm = upload.checksum_algorithm
+    algorithm, scan = upload.checksum_algorithm, upload.scan_result
     return {
         "id": upload.id,
         "status": upload.status.value,
@@ -194,6 +202,9 @@ def upload_fields(upload: UploadRecord) -> dict[str, Any]:
         "checksum_algorithm": algorithm.value if algorithm is not None else None,
         "checksum": upload.checksum,
         "reject_reason": upload.reject_reason,
+        "detected_content_type": upload.detected_content_type,
+        "scan_result": scan.value if scan is not None else None,
+        "scan_signature": upload.scan_signature,
         "created_at": upload.created_at,
         "expires_at": upload.expires_at,
         "finalized_at": upload.finalized_at,

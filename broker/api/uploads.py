@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pydantic
 import pydantic_core
@@ -270,10 +270,23 @@ async def get_upload(
     responses=responses(401, 404, 409, 422, 503),
 )
 async def download_upload(
-    upload_id: uuid.UUID, principal: PrincipalDep, service: UploadsDep
+    upload_id: uuid.UUID,
+    principal: PrincipalDep,
+    service: UploadsDep,
+    disposition: Annotated[
+        Literal["attachment", "inline"],
+        Query(
+            description="inline: show an image, audio, video or PDF in the browser. Other "
+            "types, and every file of a policy with attachment_only, are attachments; active "
+            "content (HTML, SVG, XML, JavaScript) is always an application/octet-stream "
+            "attachment."
+        ),
+    ] = "attachment",
 ) -> schemas.DownloadLink:
-    """Get a presigned GET URL for a finalized upload; it downloads under the original name."""
-    get = await service.download(principal.subject, upload_id)
+    """Get a presigned GET URL for a finalized upload; it downloads under the original name.
+    Uploads still being scanned (ERR_UPLOAD_SCANNING) or quarantined
+    (ERR_UPLOAD_QUARANTINED) are refused with 409."""
+    get = await service.download(principal.subject, upload_id, inline=disposition == "inline")
     return schemas.DownloadLink(url=get.url, expires_at=get.expires_at)
 
 

@@ -147,6 +147,31 @@ class UploadNotFinalized(BrokerError):
     status = 409
 
 
+class UploadScanning(BrokerError):
+    """The upload is being scanned for malware; it can be downloaded once found clean."""
+
+    code = "ERR_UPLOAD_SCANNING"
+    status = 409
+
+
+class UploadQuarantined(BrokerError):
+    """The malware scanner found the upload infected; it cannot be downloaded."""
+
+    code = "ERR_UPLOAD_QUARANTINED"
+    status = 409
+
+
+class UploadNotQuarantined(BrokerError):
+    """Only a quarantined upload can be released."""
+
+    code = "ERR_UPLOAD_NOT_QUARANTINED"
+    status = 409
+
+
+class ObjectMissing(Exception):
+    """The object an upload points at is not in storage (not a client error)."""
+
+
 class RouteNotFound(BrokerError):
     """No such route."""
 

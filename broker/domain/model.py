@@ -15,19 +15,28 @@ from typing import Any, Literal, NamedTuple
 
 
 class UploadStatus(StrEnum):
-    """Where an upload is in its life (migration 0001's uploads_status_check lists the same)."""
+    """Where an upload is in its life (migration 0009's uploads_status_check lists the same)."""
 
     PENDING = "pending"
+    SCANNING = "scanning"  # bytes verified, waiting for the malware scanner's verdict
     FINALIZED = "finalized"
+    QUARANTINED = "quarantined"  # the scanner found malware; an admin may release it
     REJECTED = "rejected"
     EXPIRED = "expired"
     DELETED = "deleted"
 
 
 # Uploads that hold an object, and count against quotas.
-LIVE_STATUSES = frozenset({UploadStatus.PENDING, UploadStatus.FINALIZED})
-# Uploads that will never change again.
-FINAL_STATUSES = frozenset(set(UploadStatus) - {UploadStatus.PENDING})
+LIVE_STATUSES = frozenset(
+    {
+        UploadStatus.PENDING,
+        UploadStatus.SCANNING,
+        UploadStatus.FINALIZED,
+        UploadStatus.QUARANTINED,
+    }
+)
+# Uploads the broker will not move by itself any more (an owner or admin still may).
+FINAL_STATUSES = frozenset(set(UploadStatus) - {UploadStatus.PENDING, UploadStatus.SCANNING})
 # A created event for an upload in one of these states means bytes arrived that no record
 # keeps; they are deleted so that no object stays in the bucket without a live record.
 DEAD_STATUSES = frozenset({UploadStatus.REJECTED, UploadStatus.EXPIRED, UploadStatus.DELETED})
@@ -55,12 +64,25 @@ class RejectReason(StrEnum):
     CONTENT_TYPE_MISMATCH = "content_type_mismatch"
     CHECKSUM_MISMATCH = "checksum_mismatch"
     CHECKSUM_MISSING = "checksum_missing"
+    CONTENT_MISMATCH = "content_mismatch"  # the bytes are not of the declared or allowed type
+
+
+class ScanResult(StrEnum):
+    """What the malware scan of an upload came to (migration 0009's uploads_scan_result_check)."""
+
+    CLEAN = "clean"
+    INFECTED = "infected"
+    SKIPPED = "skipped"  # no scanner answered, and the policy fails open
 
 
 class Outcome(StrEnum):
     """What handling one storage event, reconciler check or operator action did."""
 
     FINALIZED = "finalized"
+    SCANNING = "scanning"
+    QUARANTINED = "quarantined"
+    SCAN_SKIPPED = "scan_skipped"
+    SCAN_RETRY = "scan_retry"
     REJECTED = "rejected"
     DELETED = "deleted"
     EXPIRED = "expired"
@@ -68,6 +90,7 @@ class Outcome(StrEnum):
     NOT_PENDING = "not_pending"
     FINALIZED_MISSED_WEBHOOK = "finalized_missed_webhook"
     REJECTED_MISSED_WEBHOOK = "rejected_missed_webhook"
+    SCANNING_MISSED_WEBHOOK = "scanning_missed_webhook"
     REMOVED_DEAD_OBJECT = "removed_dead_object"
     IGNORED_OTHER_BUCKET = "ignored_other_bucket"
     IGNORED_UNKNOWN_KEY = "ignored_unknown_key"
@@ -87,6 +110,7 @@ class Outcome(StrEnum):
 # What a settled upload means when the reconciler, not the webhook, settled it.
 MISSED_WEBHOOK = {
     Outcome.FINALIZED: Outcome.FINALIZED_MISSED_WEBHOOK,
+    Outcome.SCANNING: Outcome.SCANNING_MISSED_WEBHOOK,
     Outcome.REJECTED: Outcome.REJECTED_MISSED_WEBHOOK,
 }
 
@@ -97,6 +121,7 @@ class Actor(StrEnum):
     OWNER = "owner"
     WEBHOOK = "webhook"
     RECONCILER = "reconciler"
+    SCANNER = "scanner"
     ADMIN = "admin"
 
     @classmethod
@@ -141,6 +166,9 @@ class Upload(NamedTuple):
     rejected_at: datetime | None
     expired_at: datetime | None
     deleted_at: datetime | None
+    detected_content_type: str | None  # what the bytes are, when the policy sniffs them
+    scan_result: ScanResult | None
+    scan_signature: str | None  # the malware the scanner named
 
     def is_stuck(self, now: datetime) -> bool:
         """Pending past its deadline: the reconciler's next pass settles or expires it."""
@@ -238,6 +266,15 @@ class PendingSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class ScanBacklog:
+    """Scan jobs waiting (retried: at least one attempt gave no verdict), the oldest's start."""
+
+    jobs: int
+    retried: int
+    oldest_created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class HourlyCount:
     hour: datetime
     created: int
@@ -274,13 +311,14 @@ class UploadFilters:
 
 
 class WebhookEventType(StrEnum):
-    """What an app's webhook says happened (migration 0008's webhook_deliveries_type_check)."""
+    """What an app's webhook says happened (migration 0009's webhook_deliveries_type_check)."""
 
     UPLOAD_CREATED = "upload.created"
     UPLOAD_FINALIZED = "upload.finalized"
     UPLOAD_REJECTED = "upload.rejected"
     UPLOAD_EXPIRED = "upload.expired"
     UPLOAD_DELETED = "upload.deleted"
+    UPLOAD_QUARANTINED = "upload.quarantined"
     WEBHOOK_TEST = "webhook.test"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +29,21 @@ class Quota(BaseModel):
     count: int | None = Field(default=None, gt=0)
 
 
+class Sniff(StrEnum):
+    """What finalization does with the type detected in an object's first bytes."""
+
+    REJECT = "reject"  # a type that contradicts the declared one rejects the upload
+    RECORD = "record"  # the detected type is stored on the record, nothing is refused
+    OFF = "off"  # the bytes are not read
+
+
+class ScanFailure(StrEnum):
+    """What happens to a scanned policy's uploads while no scanner answers."""
+
+    CLOSED = "closed"  # they stay scanning, retried with backoff, never downloadable
+    OPEN = "open"  # they are finalized, recorded as scan_result = skipped
+
+
 class Policy(BaseModel):
     """One named set of upload rules, in the spirit of UploadThing's file routes."""
 
@@ -42,6 +58,18 @@ class Policy(BaseModel):
     pending_ttl_seconds: int = Field(default=86400, ge=60)
     multipart: bool = True
     quota: Quota = Quota()
+    # None: reject for a policy with a type allow-list, record for one that takes any type.
+    sniff: Sniff | None = None
+    scan: bool = False
+    scan_fail: ScanFailure = ScanFailure.CLOSED
+    # Downloads always as an attachment, even for types that may be shown inline.
+    attachment_only: bool = False
+
+    @property
+    def sniff_mode(self) -> Sniff:
+        if self.sniff is not None:
+            return self.sniff
+        return Sniff.RECORD if "*/*" in self.content_types else Sniff.REJECT
 
     @field_validator("content_types")
     @classmethod
@@ -77,6 +105,10 @@ class Policies(BaseModel):
 
     def get(self, name: str | None) -> Policy | None:
         return self.by_name.get(name or DEFAULT)
+
+    @property
+    def default(self) -> Policy:
+        return self.by_name[DEFAULT]
 
 
 def default_policy(settings: Settings) -> Policy:

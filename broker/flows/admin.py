@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from broker.domain.model import (
 from broker.domain.objects import StoredObject, StoredPart
 from broker.flows.ports import ObjectStore, Queries
 from broker.flows.reconciler import Reconciler
+
+log = logging.getLogger("broker.admin")
 
 # The field each sort order's cursor holds.
 SORT_FIELDS: dict[str, str] = {
@@ -164,3 +167,31 @@ class Admin:
             await self.storage.abort_multipart(upload.object_key, upload.multipart_upload_id)
         await self.storage.delete(upload.object_key)
         return Outcome.EXPIRED, upload
+
+    async def release(self, upload_id: uuid.UUID, actor: str, reason: str) -> Upload:
+        """Release a quarantined upload: finalized, downloadable, the reason recorded."""
+        upload = await self.queries.release_quarantined_upload(
+            upload_id, actor=actor, detail={"reason": reason}
+        )
+        if upload is None:
+            found = await self._get(upload_id)
+            raise errors.UploadNotQuarantined(
+                f"upload is {found.status}, not quarantined", details={"status": found.status}
+            )
+        log.warning("upload.released", extra={"upload_id": str(upload_id), "by": actor})
+        return upload
+
+    async def delete(self, upload_id: uuid.UUID, actor: str, reason: str) -> tuple[Outcome, Upload]:
+        """Delete any live upload (a quarantined one, say) and its object, the reason recorded.
+        Like the owner's delete, the record changes first; storage follows."""
+        upload = await self.queries.admin_delete_upload(
+            upload_id, actor=actor, detail={"reason": reason}
+        )
+        if upload is None:
+            return Outcome.IGNORED_NOT_LIVE, await self._get(upload_id)
+        metrics.UPLOADS_DELETED.labels("admin").inc()
+        log.info("upload.deleted", extra={"upload_id": str(upload_id), "by": actor})
+        if upload.multipart_upload_id is not None:
+            await self.storage.abort_multipart(upload.object_key, upload.multipart_upload_id)
+        await self.storage.delete(upload.object_key)
+        return Outcome.DELETED, upload

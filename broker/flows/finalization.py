@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 
 from broker import metrics
-from broker.domain import errors, minio_events
+from broker.domain import content_checks, errors, minio_events
 from broker.domain.model import (
     DEAD_STATUSES,
     Actor,
@@ -16,7 +16,8 @@ from broker.domain.model import (
     UploadStatus,
 )
 from broker.domain.objects import StoredObject
-from broker.flows.ports import ObjectStore, Queries
+from broker.domain.policies import Policies, Sniff
+from broker.flows.ports import ContentSniffer, ObjectStore, Queries
 from broker.flows.uploads import sha256_base64
 
 log = logging.getLogger("broker.finalization")
@@ -38,6 +39,16 @@ def rejection_reason(upload: Upload, stored: StoredObject) -> RejectReason | Non
     return None
 
 
+def record_finalized(upload: Upload, actor: str) -> None:
+    """Metrics and the log line of an upload that just became finalized."""
+    assert upload.finalized_at is not None
+    metrics.UPLOADS_FINALIZED.labels(upload.policy, actor.split(":")[0]).inc()
+    metrics.CREATE_TO_FINALIZED.labels(upload.policy).observe(
+        (upload.finalized_at - upload.created_at).total_seconds()
+    )
+    log.info("upload.finalized", extra={"upload_id": str(upload.id), "by": actor})
+
+
 def needs_head(upload: Upload, event: minio_events.ObjectEvent) -> bool:
     """Events carry size, type and etag but no checksum; HEAD storage for what is missing."""
     has_checksum = upload.sha256 is not None or upload.checksum_algorithm is not None
@@ -47,9 +58,13 @@ def needs_head(upload: Upload, event: minio_events.ObjectEvent) -> bool:
 class Finalizer:
     """Applies storage events to the uploads stored under their keys."""
 
-    def __init__(self, queries: Queries, store: ObjectStore) -> None:
+    def __init__(
+        self, queries: Queries, store: ObjectStore, policies: Policies, sniff: ContentSniffer
+    ) -> None:
         self.queries = queries
         self.storage = store
+        self.policies = policies
+        self.sniff = sniff
 
     async def apply_event(self, event: minio_events.ObjectEvent) -> Outcome:
         """Move the upload under the event's key to the state the event proves.
@@ -99,26 +114,38 @@ class Finalizer:
         `queries` is the pool's, or the transaction's that holds the upload's row lock.
         """
         reason = rejection_reason(upload, stored)
+        policy = self.policies.get(upload.policy) or self.policies.default
+        detected = None
+        if reason is None and policy.sniff_mode is not Sniff.OFF:
+            head = await self.storage.read_head(upload.object_key, content_checks.SNIFF_BYTES)
+            if head is None:
+                return Outcome.IGNORED_OBJECT_GONE  # its removed event settles the record
+            detected = await self.sniff(head)
+            if policy.sniff_mode is Sniff.REJECT and content_checks.mismatch(
+                upload.content_type, detected
+            ):
+                reason = RejectReason.CONTENT_MISMATCH
+                detail = {**detail, "declared": upload.content_type, "detected": detected}
         if reason is None:
-            changed = await queries.mark_upload_finalized(
+            mark = queries.mark_upload_scanning if policy.scan else queries.mark_upload_finalized
+            changed = await mark(
                 upload.id,
                 etag=stored.etag,
                 checksum=stored.checksum,
                 size=stored.size,
+                detected_content_type=detected,
                 actor=actor,
                 detail=detail,
             )
             if changed is None:
                 return Outcome.IGNORED_ALREADY_FINAL
-            assert changed.finalized_at is not None
-            metrics.UPLOADS_FINALIZED.labels(upload.policy, actor.split(":")[0]).inc()
-            metrics.CREATE_TO_FINALIZED.labels(upload.policy).observe(
-                (changed.finalized_at - changed.created_at).total_seconds()
-            )
-            log.info("upload.finalized", extra={"upload_id": str(upload.id), "by": actor})
+            if policy.scan:  # the scanner (flows/scanning.py) gives the verdict
+                log.info("upload.scanning", extra={"upload_id": str(upload.id), "by": actor})
+                return Outcome.SCANNING
+            record_finalized(changed, actor)
             return Outcome.FINALIZED
         changed = await queries.mark_upload_rejected(
-            upload.id, reason=reason, actor=actor, detail=detail
+            upload.id, reason=reason, actor=actor, detail=detail, detected_content_type=detected
         )
         if changed is None:
             return Outcome.IGNORED_ALREADY_FINAL
@@ -132,6 +159,7 @@ class Finalizer:
                 "stored_size": stored.size,
                 "expected_content_type": upload.content_type,
                 "stored_content_type": stored.content_type,
+                "detected_content_type": detected,
             },
         )
         await self.delete_quietly(upload)

@@ -9,7 +9,15 @@ unit test without any service.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,6 +32,8 @@ from broker.domain.model import (
     PendingSummary,
     QuotaLimits,
     ReconcilerRun,
+    ScanBacklog,
+    ScanResult,
     StatusPolicyCount,
     Upload,
     UploadFilters,
@@ -31,6 +41,7 @@ from broker.domain.model import (
     WebhookEventType,
 )
 from broker.domain.objects import PresignedForm, PresignedRequest, StoredObject, StoredPart
+from broker.domain.scanning import ScanVerdict
 from broker.domain.webhooks import (
     ClaimedDelivery,
     DeliveredAttempt,
@@ -82,6 +93,15 @@ class ObjectStore(Protocol):
     ) -> PresignedRequest: ...
 
     async def head(self, key: str) -> StoredObject | None: ...
+
+    async def read_head(self, key: str, length: int) -> bytes | None:
+        """The first `length` bytes of the object (fewer if shorter), or None if gone."""
+        ...
+
+    def stream(self, key: str, chunk_size: int) -> Iterator[bytes]:
+        """The object's bytes as they are read; blocking, so consumed in a thread. Raises
+        errors.ObjectMissing if it is gone."""
+        ...
 
     async def delete(self, key: str) -> None: ...
 
@@ -160,12 +180,69 @@ class Queries(Protocol):
         etag: str,
         checksum: str | None,
         size: int,
+        detected_content_type: str | None,
         actor: str,
         detail: Mapping[str, Any],
     ) -> Upload | None: ...
 
+    async def mark_upload_scanning(
+        self,
+        upload_id: uuid.UUID,
+        *,
+        etag: str,
+        checksum: str | None,
+        size: int,
+        detected_content_type: str | None,
+        actor: str,
+        detail: Mapping[str, Any],
+    ) -> Upload | None:
+        """pending -> scanning, with the upload's scan job queued by the same statement."""
+        ...
+
     async def mark_upload_rejected(
-        self, upload_id: uuid.UUID, *, reason: str, actor: str, detail: Mapping[str, Any]
+        self,
+        upload_id: uuid.UUID,
+        *,
+        reason: str,
+        actor: str,
+        detail: Mapping[str, Any],
+        detected_content_type: str | None = None,
+    ) -> Upload | None: ...
+
+    async def claim_scan_jobs(
+        self, *, now: datetime, lease_seconds: float, lease_owner: str, limit: int
+    ) -> list[tuple[uuid.UUID, int]]:
+        """(upload id, attempt number) of due scan jobs, leased to `lease_owner`."""
+        ...
+
+    async def record_scan_verdict(
+        self,
+        upload_id: uuid.UUID,
+        *,
+        lease_owner: str,
+        status: UploadStatus,
+        scan_result: ScanResult,
+        scan_signature: str | None,
+        actor: str,
+        detail: Mapping[str, Any],
+    ) -> Upload | None:
+        """scanning -> `status` and the job done, only while `lease_owner` holds the job."""
+        ...
+
+    async def retry_scan_job(
+        self, upload_id: uuid.UUID, *, lease_owner: str, next_attempt_at: datetime, error: str
+    ) -> bool: ...
+
+    async def drop_scan_job(self, upload_id: uuid.UUID, *, lease_owner: str) -> None: ...
+
+    async def scan_backlog(self) -> ScanBacklog: ...
+
+    async def release_quarantined_upload(
+        self, upload_id: uuid.UUID, *, actor: str, detail: Mapping[str, Any]
+    ) -> Upload | None: ...
+
+    async def admin_delete_upload(
+        self, upload_id: uuid.UUID, *, actor: str, detail: Mapping[str, Any]
     ) -> Upload | None: ...
 
     async def mark_upload_deleted(self, upload_id: uuid.UUID, owner: str) -> Upload | None: ...
@@ -288,6 +365,19 @@ class Queries(Protocol):
     async def webhook_backlog(self) -> WebhookBacklog: ...
 
     async def count_dead_webhook_deliveries(self) -> int: ...
+
+
+# The media type of a file's first bytes (broker/adapters/sniffer.py: libmagic).
+ContentSniffer = Callable[[bytes], Awaitable[str]]
+
+
+class Scanner(Protocol):
+    """A malware scanning engine (broker/adapters/scanners.py): blocking, so called in a
+    thread; raises ScannerUnavailable when it gives no verdict."""
+
+    name: str
+
+    def scan(self, chunks: Iterable[bytes]) -> ScanVerdict: ...
 
 
 class WebhookPoster(Protocol):

@@ -20,7 +20,7 @@ from typing import Literal, NamedTuple
 from urllib.parse import quote
 
 from broker import metrics
-from broker.domain import errors
+from broker.domain import content_checks, errors
 from broker.domain.model import (
     Actor,
     ChecksumAlgorithm,
@@ -109,15 +109,16 @@ def part_length(size: int, part_size: int, part_count: int, part_number: int) ->
     return part_size if part_number < part_count else size - part_size * (part_count - 1)
 
 
-def content_disposition(filename: str) -> str:
-    """An attachment header carrying any filename safely (RFC 6266 with RFC 5987 encoding).
+def content_disposition(filename: str, kind: str = "attachment") -> str:
+    """An attachment (or inline) header carrying any filename safely (RFC 6266 with RFC 5987
+    encoding).
 
     The quoted fallback keeps printable ASCII only, so quotes, backslashes, CR and LF can
     never end the value early; filename* carries the exact name percent-encoded as UTF-8.
     """
     fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "_" for ch in filename)
     exact = quote(filename, safe="!#$&+-.^_`|~")
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
 
 
 def sha256_base64(hex_digest: str | None) -> str | None:
@@ -392,17 +393,32 @@ class Uploads:
         next_cursor = encode_cursor(uploads[limit - 1]) if len(uploads) > limit else None
         return Page(items=uploads[:limit], next_cursor=next_cursor)
 
-    async def download(self, owner: str, upload_id: uuid.UUID) -> PresignedRequest:
-        """A presigned GET for a finalized upload, named after the original file."""
+    async def download(
+        self, owner: str, upload_id: uuid.UUID, *, inline: bool = False
+    ) -> PresignedRequest:
+        """A presigned GET for a finalized upload, named after the original file. Active
+        content is always an attachment of type application/octet-stream; images, audio,
+        video and PDF are shown inline when asked and the policy allows it
+        (domain/content_checks.py)."""
         upload = await self.get(owner, upload_id)
+        if upload.status is UploadStatus.SCANNING:
+            raise errors.UploadScanning()
+        if upload.status is UploadStatus.QUARANTINED:
+            raise errors.UploadQuarantined(details={"signature": upload.scan_signature})
         if upload.status is not UploadStatus.FINALIZED:
             raise errors.UploadNotFinalized(
                 f"upload is {upload.status}, not finalized", details={"status": upload.status}
             )
+        served = content_checks.serving(
+            upload.content_type,
+            upload.detected_content_type,
+            inline_asked=inline,
+            attachment_only=self.policy_of(upload).attachment_only,
+        )
         return self.storage.presign_get(
             upload.object_key,
-            content_disposition=content_disposition(upload.filename),
-            content_type=upload.content_type,
+            content_disposition=content_disposition(upload.filename, served.disposition),
+            content_type=served.content_type,
             expires_in=self.download_ttl,
         )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from broker import config, wiring
 from broker.domain import model
-from broker.domain.model import UploadFilters
+from broker.domain.model import Actor, UploadFilters
 from broker.flows import admin
 from broker.ops.formatting import format_age
 
@@ -102,6 +102,26 @@ async def show_upload(settings: config.Settings, upload_id: uuid.UUID, as_json: 
         [(h.at, h.status, h.actor, json.dumps(h.detail)) for h in found.history],
     )
     return f"{fields}\n\nhistory\n{events}\n\nstorage now: {json.dumps(state)}"
+
+
+async def release_upload(
+    settings: config.Settings, upload_id: uuid.UUID, reason: str, by: str, as_json: bool
+) -> str:
+    """Release a quarantined upload (finalized, downloadable), recorded as admin:<by>."""
+    async with operator(settings) as ops:
+        upload = await ops.release(upload_id, Actor.admin(by), reason)
+    return to_json(upload._asdict()) if as_json else f"{upload.id} released: {upload.status}"
+
+
+async def delete_upload(
+    settings: config.Settings, upload_id: uuid.UUID, reason: str, by: str, as_json: bool
+) -> str:
+    """Delete a live upload and its object, recorded as admin:<by>."""
+    async with operator(settings) as ops:
+        outcome, upload = await ops.delete(upload_id, Actor.admin(by), reason)
+    if as_json:
+        return to_json({"outcome": outcome, "upload": upload._asdict()})
+    return f"{upload.id} {outcome}: {upload.status}"
 
 
 async def show_stats(settings: config.Settings, as_json: bool) -> str:

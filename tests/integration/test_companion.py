@@ -15,7 +15,7 @@ import pytest
 
 from broker import auth
 from broker.dev import devstack
-from tests import services
+from tests import samples, services
 from tests.conftest import wait_for_status
 
 MIB = 1024 * 1024
@@ -322,7 +322,7 @@ def test_another_owners_upload_is_not_found(api, auth_headers, token, settings) 
 
 def test_a_policy_is_chosen_through_the_files_meta(api, auth_headers, token) -> None:
     plugin = Plugin.v6(api, token)
-    png = b"\x89PNG\r\n\x1a\n" + os.urandom(200)
+    png = samples.png(padding=200)
     avatar = meta("me.png", "image/png", png, policy="avatars")
     response = plugin.params("me.png", "image/png", avatar)
     assert response.status_code == 200, response.text
@@ -355,7 +355,7 @@ def test_files_of_undeclared_size_are_capped_by_the_policy_and_sized_at_finaliza
     plugin = Plugin.v6(api, token)
     uppy_meta = {"name": "a.png", "type": "image/png", "policy": "avatars"}  # no size
 
-    data = b"\x89PNG" + os.urandom(1000)
+    data = samples.png(padding=1000)
     params = plugin.params("a.png", "image/png", uppy_meta)
     assert params.status_code == 200, params.text
     too_big = post_form(params.json(), b"x" * (64 * 1024 + 1), "a.png", "image/png")

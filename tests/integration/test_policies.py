@@ -8,9 +8,10 @@ import uuid
 import httpx
 import pytest
 
+from tests import samples
 from tests.conftest import wait_for_status, wait_until_object_gone
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
+PNG = samples.png(padding=50)
 
 
 def create(api, headers, **fields):

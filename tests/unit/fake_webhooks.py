@@ -32,6 +32,7 @@ EVENT_OF_STATUS = {
     UploadStatus.REJECTED: WebhookEventType.UPLOAD_REJECTED,
     UploadStatus.EXPIRED: WebhookEventType.UPLOAD_EXPIRED,
     UploadStatus.DELETED: WebhookEventType.UPLOAD_DELETED,
+    UploadStatus.QUARANTINED: WebhookEventType.UPLOAD_QUARANTINED,
 }
 
 
@@ -66,8 +67,11 @@ class MemoryWebhooks:
         self._notify("", "webhooks")
 
     def _enqueue_deliveries(self, upload: Upload, seq: int, at: datetime) -> None:
-        """Migration 0008's trigger: one delivery per matching enabled endpoint."""
-        event = EVENT_OF_STATUS[upload.status]
+        """Migration 0009's trigger: one delivery per matching enabled endpoint (scanning
+        is no event)."""
+        event = EVENT_OF_STATUS.get(upload.status)
+        if event is None:
+            return
         queued = False
         for stored in self.endpoints.values():
             endpoint = stored.endpoint

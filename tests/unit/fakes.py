@@ -19,7 +19,7 @@ import hashlib
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +37,8 @@ from broker.domain.model import (
     PendingSummary,
     QuotaLimits,
     ReconcilerRun,
+    ScanBacklog,
+    ScanResult,
     StatusPolicyCount,
     Transfer,
     Upload,
@@ -50,6 +52,7 @@ from broker.domain.objects import (
     StoredObject,
     StoredPart,
 )
+from broker.domain.scanning import ScannerUnavailable, ScanVerdict
 from tests.unit.fake_webhooks import MemoryWebhooks
 
 START = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -101,8 +104,21 @@ def an_upload(**fields: Any) -> Upload:
         "rejected_at": None,
         "expired_at": None,
         "deleted_at": None,
+        "detected_content_type": None,
+        "scan_result": None,
+        "scan_signature": None,
     }
     return Upload(**(values | fields))
+
+
+@dataclasses.dataclass
+class ScanJob:
+    next_attempt_at: datetime
+    attempts: int = 0
+    leased_until: datetime | None = None
+    lease_owner: str | None = None
+    last_error: str | None = None
+    created_at: datetime = START
 
 
 class MemoryQueries(MemoryWebhooks):
@@ -113,6 +129,8 @@ class MemoryQueries(MemoryWebhooks):
         self.uploads: dict[uuid.UUID, Upload] = {}
         self.history: list[tuple[uuid.UUID, HistoryEntry]] = []
         self.runs: list[ReconcilerRun] = []
+        self.scan_jobs: dict[uuid.UUID, ScanJob] = {}
+        self.scan_wakeups: list[Callable[[str], None]] = []
         self.available = True
         self.sweep_busy = False  # another process holds the orphan sweep lock
         self.listeners: list[Callable[[str], None]] = []
@@ -131,7 +149,10 @@ class MemoryQueries(MemoryWebhooks):
             # NOTIFY is delivered when the transaction commits
             self._unsent.append((channel, payload))
             return
-        listeners = self.listeners if channel == "live" else self.webhook_wakeups
+        listeners = {
+            "live": self.listeners, "webhooks": self.webhook_wakeups,
+            "scan_jobs": self.scan_wakeups,
+        }[channel]  # fmt: skip
         for listener in list(listeners):
             listener(payload)
 
@@ -172,13 +193,13 @@ class MemoryQueries(MemoryWebhooks):
         """Changes made inside are undone if the block raises, as a rolled-back transaction."""
         self._check()
         saved = (dict(self.uploads), list(self.history), list(self.runs), len(self._unsent))
-        webhooks = copy.deepcopy((self.endpoints, self.deliveries))
+        webhooks = copy.deepcopy((self.endpoints, self.deliveries, self.scan_jobs))
         self._depth += 1
         try:
             yield self
         except BaseException:
             self.uploads, self.history, self.runs = saved[0], saved[1], saved[2]
-            self.endpoints, self.deliveries = webhooks
+            self.endpoints, self.deliveries, self.scan_jobs = webhooks
             del self._unsent[saved[3] :]
             raise
         finally:
@@ -210,6 +231,17 @@ class MemoryQueries(MemoryWebhooks):
             await asyncio.Event().wait()
         finally:
             self.webhook_wakeups.remove(on_notify)
+
+    async def listen_scan_jobs(
+        self, on_notify: Callable[[str], None], on_connected: Callable[[], None]
+    ) -> None:
+        """live.Listen on the scanners' channel (scanning.CHANNEL), until cancelled."""
+        self.scan_wakeups.append(on_notify)
+        on_connected()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.scan_wakeups.remove(on_notify)
 
     @asynccontextmanager
     async def orphan_sweep_lock(self) -> AsyncIterator[MemoryQueries | None]:
@@ -369,8 +401,46 @@ class MemoryQueries(MemoryWebhooks):
         etag: str,
         checksum: str | None,
         size: int,
+        detected_content_type: str | None,
         actor: str,
         detail: Mapping[str, Any],
+    ) -> Upload | None:
+        return self._verified(
+            upload_id, UploadStatus.FINALIZED, etag, checksum, size, detected_content_type,
+            actor, detail, finalized_at=self.clock(),
+        )  # fmt: skip
+
+    async def mark_upload_scanning(
+        self,
+        upload_id: uuid.UUID,
+        *,
+        etag: str,
+        checksum: str | None,
+        size: int,
+        detected_content_type: str | None,
+        actor: str,
+        detail: Mapping[str, Any],
+    ) -> Upload | None:
+        changed = self._verified(
+            upload_id, UploadStatus.SCANNING, etag, checksum, size, detected_content_type,
+            actor, detail,
+        )  # fmt: skip
+        if changed is not None:  # the same statement queues the job (and its trigger wakes)
+            self.scan_jobs[upload_id] = ScanJob(next_attempt_at=self.clock())
+            self._notify("", "scan_jobs")
+        return changed
+
+    def _verified(
+        self,
+        upload_id: uuid.UUID,
+        status: UploadStatus,
+        etag: str,
+        checksum: str | None,
+        size: int,
+        detected_content_type: str | None,
+        actor: str,
+        detail: Mapping[str, Any],
+        **fields: Any,
     ) -> Upload | None:
         self._check()
         upload = self.uploads.get(upload_id)
@@ -380,16 +450,25 @@ class MemoryQueries(MemoryWebhooks):
             frozenset({UploadStatus.PENDING}),
             actor,
             detail,
-            status=UploadStatus.FINALIZED,
+            status=status,
             etag=etag,
             checksum=checksum,
             size=known_size,
-            finalized_at=self.clock(),
+            detected_content_type=detected_content_type,
+            **fields,
         )
 
     async def mark_upload_rejected(
-        self, upload_id: uuid.UUID, *, reason: str, actor: str, detail: Mapping[str, Any]
+        self,
+        upload_id: uuid.UUID,
+        *,
+        reason: str,
+        actor: str,
+        detail: Mapping[str, Any],
+        detected_content_type: str | None = None,
     ) -> Upload | None:
+        upload = self.uploads.get(upload_id)
+        detected = detected_content_type or (upload.detected_content_type if upload else None)
         return self._change(
             upload_id,
             frozenset({UploadStatus.PENDING}),
@@ -397,8 +476,104 @@ class MemoryQueries(MemoryWebhooks):
             detail,
             status=UploadStatus.REJECTED,
             reject_reason=reason,
+            detected_content_type=detected,
             rejected_at=self.clock(),
         )
+
+    # ---- malware scanning: migration 0009's scan_jobs
+
+    async def claim_scan_jobs(
+        self, *, now: datetime, lease_seconds: float, lease_owner: str, limit: int
+    ) -> list[tuple[uuid.UUID, int]]:
+        self._check()
+        due = sorted(
+            (job.next_attempt_at, upload_id)
+            for upload_id, job in self.scan_jobs.items()
+            if job.next_attempt_at <= now and (job.leased_until is None or job.leased_until <= now)
+        )
+        claimed = []
+        for _, upload_id in due[:limit]:
+            job = self.scan_jobs[upload_id]
+            job.leased_until = now + timedelta(seconds=lease_seconds)
+            job.lease_owner = lease_owner
+            job.attempts += 1
+            claimed.append((upload_id, job.attempts))
+        return claimed
+
+    def _held_job(self, upload_id: uuid.UUID, lease_owner: str) -> ScanJob | None:
+        job = self.scan_jobs.get(upload_id)
+        return job if job is not None and job.lease_owner == lease_owner else None
+
+    async def record_scan_verdict(
+        self,
+        upload_id: uuid.UUID,
+        *,
+        lease_owner: str,
+        status: UploadStatus,
+        scan_result: ScanResult,
+        scan_signature: str | None,
+        actor: str,
+        detail: Mapping[str, Any],
+    ) -> Upload | None:
+        self._check()
+        if self._held_job(upload_id, lease_owner) is None:
+            return None
+        del self.scan_jobs[upload_id]
+        return self._change(
+            upload_id,
+            frozenset({UploadStatus.SCANNING}),
+            actor,
+            detail,
+            status=status,
+            scan_result=scan_result,
+            scan_signature=scan_signature,
+            finalized_at=self.clock() if status is UploadStatus.FINALIZED else None,
+        )
+
+    async def retry_scan_job(
+        self, upload_id: uuid.UUID, *, lease_owner: str, next_attempt_at: datetime, error: str
+    ) -> bool:
+        self._check()
+        job = self._held_job(upload_id, lease_owner)
+        if job is None:
+            return False
+        job.next_attempt_at, job.leased_until, job.lease_owner = next_attempt_at, None, None
+        job.last_error = error
+        return True
+
+    async def drop_scan_job(self, upload_id: uuid.UUID, *, lease_owner: str) -> None:
+        self._check()
+        if self._held_job(upload_id, lease_owner) is not None:
+            del self.scan_jobs[upload_id]
+
+    async def scan_backlog(self) -> ScanBacklog:
+        self._check()
+        jobs = list(self.scan_jobs.values())
+        return ScanBacklog(
+            jobs=len(jobs),
+            retried=sum(1 for job in jobs if job.attempts > 1),
+            oldest_created_at=min((job.created_at for job in jobs), default=None),
+        )
+
+    async def release_quarantined_upload(
+        self, upload_id: uuid.UUID, *, actor: str, detail: Mapping[str, Any]
+    ) -> Upload | None:
+        return self._change(
+            upload_id,
+            frozenset({UploadStatus.QUARANTINED}),
+            actor,
+            detail,
+            status=UploadStatus.FINALIZED,
+            finalized_at=self.clock(),
+        )
+
+    async def admin_delete_upload(
+        self, upload_id: uuid.UUID, *, actor: str, detail: Mapping[str, Any]
+    ) -> Upload | None:
+        return self._change(
+            upload_id, LIVE_STATUSES, actor, detail, status=UploadStatus.DELETED,
+            deleted_at=self.clock(),
+        )  # fmt: skip
 
     async def mark_upload_deleted(self, upload_id: uuid.UUID, owner: str) -> Upload | None:
         self._check()
@@ -542,6 +717,7 @@ class MultipartInProgress:
     content_type: str
     checksum_algorithm: str | None = None
     parts: dict[int, StoredPart] = dataclasses.field(default_factory=dict)
+    data: dict[int, bytes] = dataclasses.field(default_factory=dict)
 
 
 class MemoryStore:
@@ -552,6 +728,7 @@ class MemoryStore:
         self.bucket = bucket
         self.public_endpoint = "http://storage.test"
         self.objects: dict[str, tuple[StoredObject, datetime]] = {}
+        self.contents: dict[str, bytes] = {}
         self.multipart: dict[str, MultipartInProgress] = {}
         self.available = True
         self.deleted: list[str] = []
@@ -574,6 +751,7 @@ class MemoryStore:
             checksum=sha256_base64(data) if checksum else None,
         )
         self.objects[key] = (stored, self.clock())
+        self.contents[key] = data
         return stored
 
     def upload_part(
@@ -586,6 +764,7 @@ class MemoryStore:
             checksum = sha256_base64(data)
         part = StoredPart(number, hashlib.md5(data).hexdigest(), len(data), checksum)
         found.parts[number] = part
+        found.data[number] = data
         return part
 
     # ------------------------------------------------------------ the port
@@ -657,10 +836,23 @@ class MemoryStore:
         found = self.objects.get(key)
         return found[0] if found else None
 
+    async def read_head(self, key: str, length: int) -> bytes | None:
+        self._check()
+        return self.contents.get(key, b"")[:length] if key in self.objects else None
+
+    def stream(self, key: str, chunk_size: int) -> Iterator[bytes]:
+        self._check()
+        if key not in self.objects:
+            raise errors.ObjectMissing()
+        data = self.contents.get(key, b"")
+        for start in range(0, len(data), chunk_size):
+            yield data[start : start + chunk_size]
+
     async def delete(self, key: str) -> None:
         self._check()
         self.deleted.append(key)
         self.objects.pop(key, None)
+        self.contents.pop(key, None)
 
     async def create_multipart(
         self, key: str, *, content_type: str, checksum_algorithm: str | None
@@ -712,6 +904,7 @@ class MemoryStore:
             checksum=checksum,
         )
         self.objects[key] = (stored, self.clock())
+        self.contents[key] = b"".join(found.data.get(n, b"") for n in numbers)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         self._check()
@@ -728,3 +921,22 @@ class MemoryStore:
 
     async def ping(self) -> None:
         self._check()
+
+
+class FakeScanner:
+    """The Scanner port: infected when the bytes hold `pattern`; `down` gives no verdict."""
+
+    name = "fake"
+
+    def __init__(self, pattern: bytes = b"EICAR") -> None:
+        self.pattern = pattern
+        self.down = False
+        self.scanned = 0
+
+    def scan(self, chunks: Iterable[bytes]) -> ScanVerdict:
+        data = b"".join(chunks)  # a test's objects are small
+        if self.down:
+            raise ScannerUnavailable("fake engine is down")
+        self.scanned += 1
+        found = self.pattern in data
+        return ScanVerdict(found, "Fake.Test" if found else None, self.name)

@@ -292,7 +292,7 @@ async def test_uppy_aborting_a_pending_upload_deletes_it_and_its_parts(flows):
 
 async def test_uppy_cannot_abort_a_finalized_upload(flows):
     upload, mpu = await uppy_upload(flows)
-    part = flows.store.upload_part(mpu, 1, b"p")
+    part = flows.store.upload_part(mpu, 1, b"part")
     await flows.companion.complete(OWNER, upload.object_key, mpu, etags(part))
     await flows.finalizer.apply_event(created_event(flows, upload.object_key))
 

@@ -54,7 +54,13 @@ class World:
 
     async def finalize(self, upload_id: uuid.UUID) -> None:
         await self.queries.mark_upload_finalized(
-            upload_id, etag="e", checksum=None, size=5, actor="webhook", detail={}
+            upload_id,
+            etag="e",
+            checksum=None,
+            size=5,
+            detected_content_type=None,
+            actor="webhook",
+            detail={},
         )
 
     def received(self) -> list[dict[str, Any]]:

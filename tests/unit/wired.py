@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from broker import config, wiring
+from broker.adapters import sniffer
 from broker.domain.policies import Policies, load_policies
-from broker.flows import live, webhook_sender
+from broker.flows import live, scanning, webhook_sender
 from tests.unit.fake_webhooks import FakePoster
-from tests.unit.fakes import Clock, MemoryQueries, MemoryStore
+from tests.unit.fakes import Clock, FakeScanner, MemoryQueries, MemoryStore
 
 MIB = 1024**2
 
@@ -76,6 +77,7 @@ class Flows:
     queries: MemoryQueries
     store: MemoryStore
     poster: FakePoster
+    engine: FakeScanner
     settings: config.Settings
     policies: Policies
     wired: wiring.Flows
@@ -92,11 +94,19 @@ def build(settings: config.Settings) -> Flows:
     store = MemoryStore(clock, bucket=settings.s3_bucket)
     poster = FakePoster()
 
-    def listen(channel: str) -> live.Listen:
-        return queries.listen_webhooks if channel == webhook_sender.CHANNEL else queries.listen
+    engine = FakeScanner()
 
-    wired = wiring.build(settings, queries, store, poster, listen, clock=clock)
-    return Flows(clock, queries, store, poster, settings, load_policies(settings), wired)
+    def listen(channel: str) -> live.Listen:
+        return {
+            webhook_sender.CHANNEL: queries.listen_webhooks,
+            scanning.CHANNEL: queries.listen_scan_jobs,
+        }.get(channel, queries.listen)
+
+    # The real sniffer: libmagic is a library, not a service.
+    wired = wiring.build(
+        settings, queries, store, poster, listen, sniffer.detect, engine, clock=clock
+    )
+    return Flows(clock, queries, store, poster, engine, settings, load_policies(settings), wired)
 
 
 def flows_in(directory: Path, policies_toml: str = POLICIES, **settings: Any) -> Flows:

@@ -283,6 +283,15 @@ url_ttl_seconds = 120
 [policies.limited]
 max_size = "1 MiB"
 quota = { count = 10, bytes = "10 MiB" }
+
+[policies.scanned]
+content_types = ["text/plain", "image/png", "application/octet-stream"]
+scan = true
+
+[policies.scanned_open]
+content_types = ["text/plain"]
+scan = true
+scan_fail = "open"
 """
 
 

@@ -272,8 +272,9 @@ RETURNING upload_id;
 DELETE FROM scan_jobs WHERE upload_id = :id AND lease_owner = :lease_owner;
 
 -- name: scan_backlog
--- For /metrics and /ops: jobs waiting, jobs retried at least once, the oldest job's start.
-SELECT count(*) AS jobs, count(*) FILTER (WHERE attempts > 1) AS retried,
+-- For /metrics and /ops: jobs waiting, those waiting after an attempt gave no verdict, and
+-- the oldest job's start.
+SELECT count(*) AS jobs, count(*) FILTER (WHERE last_error IS NOT NULL) AS retried,
        min(created_at) AS oldest
 FROM scan_jobs;
 

@@ -40,6 +40,12 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics.PENDING.set(pending.pending)
     metrics.STUCK.set(pending.stuck)
     metrics.OLDEST_PENDING_AGE.set(pending.oldest_age_seconds(datetime.now(UTC)) or 0)
+    scans = await flows_of(request).admin.scan_backlog()
+    metrics.SCAN_BACKLOG.set(scans.jobs)
+    oldest_scan = scans.oldest_created_at
+    metrics.SCAN_OLDEST_AGE.set(
+        (datetime.now(UTC) - oldest_scan).total_seconds() if oldest_scan else 0
+    )
     backlog = await flows_of(request).webhooks.backlog()
     metrics.WEBHOOK_BACKLOG.set(backlog.pending)
     metrics.WEBHOOK_OLDEST_PENDING_AGE.set(backlog.oldest_age_seconds(datetime.now(UTC)) or 0)

@@ -267,7 +267,7 @@ class PendingSummary:
 
 @dataclass(frozen=True, slots=True)
 class ScanBacklog:
-    """Scan jobs waiting (retried: at least one attempt gave no verdict), the oldest's start."""
+    """Scan jobs waiting (retried: an attempt gave no verdict), and the oldest's start."""
 
     jobs: int
     retried: int

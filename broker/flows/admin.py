@@ -20,6 +20,7 @@ from broker.domain.model import (
     Outcome,
     PendingSummary,
     ReconcilerRun,
+    ScanBacklog,
     StatusPolicyCount,
     Upload,
     UploadFilters,
@@ -66,6 +67,7 @@ class Stats:
     oldest_pending_age_seconds: float | None
     hourly: list[HourlyCount]
     reconciler_runs: list[ReconcilerRun]
+    scans: ScanBacklog = ScanBacklog(0, 0, None)
 
 
 def encode_cursor(sort: AdminSort, upload: Upload) -> str:
@@ -133,6 +135,10 @@ class Admin:
         """How many uploads are pending and stuck, and since when (read for every scrape)."""
         return await self.queries.stats_pending()
 
+    async def scan_backlog(self) -> ScanBacklog:
+        """Uploads waiting for a malware verdict, how many were retried, the oldest's start."""
+        return await self.queries.scan_backlog()
+
     async def stats(self) -> Stats:
         """Counts and bytes by status and policy, pending ages, hourly activity, last passes."""
         pending = await self.pending()
@@ -142,6 +148,7 @@ class Admin:
             oldest_pending_age_seconds=pending.oldest_age_seconds(datetime.now(UTC)),
             hourly=await self.queries.stats_hourly(),
             reconciler_runs=await self.queries.recent_reconciler_runs(10),
+            scans=await self.queries.scan_backlog(),
         )
 
     async def reconcile(self, upload_id: uuid.UUID, actor: str) -> tuple[Outcome, Upload]:

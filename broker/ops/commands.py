@@ -136,6 +136,7 @@ async def show_stats(settings: config.Settings, as_json: bool) -> str:
                 "oldest_pending_age_seconds": stats.oldest_pending_age_seconds,
                 "hourly": stats.hourly,
                 "reconciler_runs": stats.reconciler_runs,
+                "scan_jobs": stats.scans,
             }
         )
     age = stats.oldest_pending_age_seconds

@@ -551,7 +551,7 @@ class MemoryQueries(MemoryWebhooks):
         jobs = list(self.scan_jobs.values())
         return ScanBacklog(
             jobs=len(jobs),
-            retried=sum(1 for job in jobs if job.attempts > 1),
+            retried=sum(1 for job in jobs if job.last_error is not None),
             oldest_created_at=min((job.created_at for job in jobs), default=None),
         )
 

@@ -64,6 +64,8 @@ export interface paths {
         /**
          * Download Upload
          * @description Get a presigned GET URL for a finalized upload; it downloads under the original name.
+         *     Uploads still being scanned (ERR_UPLOAD_SCANNING) or quarantined
+         *     (ERR_UPLOAD_QUARANTINED) are refused with 409.
          */
         get: operations["download_upload_v1_uploads__upload_id__download_get"];
         put?: never;
@@ -214,6 +216,48 @@ export interface paths {
          * @description Check one pending upload against storage now (settles it, or expires it if overdue).
          */
         post: operations["reconcile_upload_v1_admin_uploads__upload_id__reconcile_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/uploads/{upload_id}/release": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Release Upload
+         * @description Release a quarantined upload: it becomes finalized and downloadable; the reason and
+         *     your name are recorded in its history. Anything else is 409 ERR_UPLOAD_NOT_QUARANTINED.
+         */
+        post: operations["release_upload_v1_admin_uploads__upload_id__release_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/uploads/{upload_id}/delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Delete Upload
+         * @description Delete any live upload (pending, scanning, finalized or quarantined) and its object;
+         *     the reason and your name are recorded in its history.
+         */
+        post: operations["delete_upload_v1_admin_uploads__upload_id__delete_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -823,6 +867,18 @@ export interface components {
             /** Reject Reason */
             reject_reason: string | null;
             /**
+             * Detected Content Type
+             * @description The type the broker detected in the stored bytes (policies that sniff).
+             */
+            detected_content_type: string | null;
+            /** @description The malware scan's verdict (policies that scan): clean, infected, or skipped when no scanner answered and the policy fails open. */
+            scan_result: components["schemas"]["ScanResult"] | null;
+            /**
+             * Scan Signature
+             * @description The malware the scanner named.
+             */
+            scan_signature: string | null;
+            /**
              * Created At
              * Format: date-time
              */
@@ -950,6 +1006,18 @@ export interface components {
             /** Reject Reason */
             reject_reason: string | null;
             /**
+             * Detected Content Type
+             * @description The type the broker detected in the stored bytes (policies that sniff).
+             */
+            detected_content_type: string | null;
+            /** @description The malware scan's verdict (policies that scan): clean, infected, or skipped when no scanner answered and the policy fails open. */
+            scan_result: components["schemas"]["ScanResult"] | null;
+            /**
+             * Scan Signature
+             * @description The malware the scanner named.
+             */
+            scan_signature: string | null;
+            /**
              * Created At
              * Format: date-time
              */
@@ -970,6 +1038,14 @@ export interface components {
              * @description Live status (Server-Sent Events), relative to the broker; its token opens this stream only and expires in 10 minutes.
              */
             events_url: string;
+        };
+        /**
+         * Decision
+         * @description Why an admin releases or deletes an upload (kept in its history).
+         */
+        Decision: {
+            /** Reason */
+            reason: string;
         };
         /** Delivery */
         Delivery: {
@@ -1179,7 +1255,7 @@ export interface components {
             status: components["schemas"]["UploadStatus"];
             /**
              * Actor
-             * @description owner, webhook, reconciler, or admin:<name>
+             * @description owner, webhook, reconciler, scanner, or admin:<name>
              */
             actor: string;
             /** Detail */
@@ -1264,7 +1340,7 @@ export interface components {
          * @description What handling one storage event, reconciler check or operator action did.
          * @enum {string}
          */
-        Outcome: "finalized" | "rejected" | "deleted" | "expired" | "still_pending" | "not_pending" | "finalized_missed_webhook" | "rejected_missed_webhook" | "removed_dead_object" | "ignored_other_bucket" | "ignored_unknown_key" | "ignored_not_live" | "ignored_already_final" | "ignored_object_gone" | "ignored_malformed" | "orphan_object_deleted" | "orphan_multipart_aborted" | "orphan_sweep_skipped_busy" | "would_settle_missed_webhook" | "would_expire" | "would_delete_orphan_object" | "would_abort_orphan_multipart";
+        Outcome: "finalized" | "scanning" | "quarantined" | "scan_skipped" | "scan_retry" | "rejected" | "deleted" | "expired" | "still_pending" | "not_pending" | "finalized_missed_webhook" | "rejected_missed_webhook" | "scanning_missed_webhook" | "removed_dead_object" | "ignored_other_bucket" | "ignored_unknown_key" | "ignored_not_live" | "ignored_already_final" | "ignored_object_gone" | "ignored_malformed" | "orphan_object_deleted" | "orphan_multipart_aborted" | "orphan_sweep_skipped_busy" | "would_settle_missed_webhook" | "would_expire" | "would_delete_orphan_object" | "would_abort_orphan_multipart";
         /**
          * PartUrl
          * @description A presigned UploadPart PUT; the part must be exactly as long as Uppy cuts it.
@@ -1364,6 +1440,12 @@ export interface components {
             /** Queued */
             queued: number;
         };
+        /**
+         * ScanResult
+         * @description What the malware scan of an upload came to (migration 0009's uploads_scan_result_check).
+         * @enum {string}
+         */
+        ScanResult: "clean" | "infected" | "skipped";
         /**
          * SignParts
          * @description Which parts to sign, and their checksums if the upload declared an algorithm.
@@ -1551,6 +1633,18 @@ export interface components {
             /** Reject Reason */
             reject_reason: string | null;
             /**
+             * Detected Content Type
+             * @description The type the broker detected in the stored bytes (policies that sniff).
+             */
+            detected_content_type: string | null;
+            /** @description The malware scan's verdict (policies that scan): clean, infected, or skipped when no scanner answered and the policy fails open. */
+            scan_result: components["schemas"]["ScanResult"] | null;
+            /**
+             * Scan Signature
+             * @description The malware the scanner named.
+             */
+            scan_signature: string | null;
+            /**
              * Created At
              * Format: date-time
              */
@@ -1603,10 +1697,10 @@ export interface components {
         };
         /**
          * UploadStatus
-         * @description Where an upload is in its life (migration 0001's uploads_status_check lists the same).
+         * @description Where an upload is in its life (migration 0009's uploads_status_check lists the same).
          * @enum {string}
          */
-        UploadStatus: "pending" | "finalized" | "rejected" | "expired" | "deleted";
+        UploadStatus: "pending" | "scanning" | "finalized" | "quarantined" | "rejected" | "expired" | "deleted";
         /**
          * UppyFile
          * @description What @uppy/aws-s3 says about a file: the body of POST /s3/multipart, or the query of
@@ -1641,10 +1735,10 @@ export interface components {
         };
         /**
          * WebhookEventType
-         * @description What an app's webhook says happened (migration 0008's webhook_deliveries_type_check).
+         * @description What an app's webhook says happened (migration 0009's webhook_deliveries_type_check).
          * @enum {string}
          */
-        WebhookEventType: "upload.created" | "upload.finalized" | "upload.rejected" | "upload.expired" | "upload.deleted" | "webhook.test";
+        WebhookEventType: "upload.created" | "upload.finalized" | "upload.rejected" | "upload.expired" | "upload.deleted" | "upload.quarantined" | "webhook.test";
         /**
          * WebhookResult
          * @description What the broker did with each event of a notification.
@@ -2005,7 +2099,10 @@ export interface operations {
     };
     download_upload_v1_uploads__upload_id__download_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description inline: show an image, audio, video or PDF in the browser. Other types, and every file of a policy with attachment_only, are attachments; active content (HTML, SVG, XML, JavaScript) is always an application/octet-stream attachment. */
+                disposition?: "attachment" | "inline";
+            };
             header?: never;
             path: {
                 upload_id: string;
@@ -2572,6 +2669,166 @@ export interface operations {
             cookie?: never;
         };
         requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ActionResult"];
+                };
+            };
+            /** @description Missing, expired or forged token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such upload (or it belongs to someone else) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; details list each problem */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database or storage is unavailable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    release_upload_v1_admin_uploads__upload_id__release_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Decision"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUpload"];
+                };
+            };
+            /** @description Malformed request (body is not JSON, a bad cursor, or a part list storage refuses) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, expired or forged token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such upload (or it belongs to someone else) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The upload is not in a state that allows this, or an Idempotency-Key was reused */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; details list each problem */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database or storage is unavailable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_upload_v1_admin_uploads__upload_id__delete_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Decision"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {

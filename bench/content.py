@@ -55,7 +55,6 @@ SCAN_FILE_BYTES = 1024 * 1024
 SCAN_UPLOADERS = 8  # threads PUTting, so the scanner always has a backlog
 DEADLINE_SECONDS = 300
 TARGET_FINALIZE_P99_MS = 250.0
-OCTET_STREAM = "application/octet-stream"
 
 
 class ContentBenchError(Exception):
@@ -222,12 +221,16 @@ async def what_was_checked(database_url: str) -> dict[tuple[str, str | None, str
     """How many uploads of each policy have which detected type and scan result."""
     conn = await asyncpg.connect(database_url)
     try:
+        # Random bytes are whatever libmagic's weakest rule makes of them (now and then
+        # application/x-dosexec): the scanned files' detected type is not counted.
         rows = await conn.fetch(
-            "SELECT policy, detected_content_type, scan_result, count(*) AS n FROM uploads"
-            " WHERE policy = ANY($1::text[]) GROUP BY 1, 2, 3",
+            "SELECT policy, CASE WHEN policy = $2 THEN NULL ELSE detected_content_type END,"
+            " scan_result, count(*) AS n FROM uploads WHERE policy = ANY($1::text[])"
+            " GROUP BY 1, 2, 3",
             [SNIFFED, UNSNIFFED, SCANNED],
+            SCANNED,
         )
-        return {(r["policy"], r["detected_content_type"], r["scan_result"]): r["n"] for r in rows}
+        return {(r[0], r[1], r[2]): r["n"] for r in rows}
     finally:
         await conn.close()
 
@@ -243,7 +246,7 @@ def run(base_url: str, database_url: str, token: str) -> list[str]:
     expected = {
         (SNIFFED, "image/png", None): SNIFF_UPLOADS + 1,  # + the warm-up upload
         (UNSNIFFED, None, None): SNIFF_UPLOADS + 1,
-        (SCANNED, OCTET_STREAM, "clean"): SCAN_FILES + 1,
+        (SCANNED, None, "clean"): SCAN_FILES + 1,
     }
     if checked != expected:
         raise ContentBenchError(f"uploads by (policy, detected type, scan result): {checked}")

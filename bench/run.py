@@ -12,7 +12,10 @@ One run, everything on 127.0.0.1, in a temporary folder, a few minutes at most:
 4. upload files one after the other through the real flow (create, PUT to the presigned
    URL) and measure how long after the PUT returned each record was finalized, next to
    plain PUTs to a bucket without notifications;
-5. print a report; stop everything that was started, also on Ctrl-C.
+5. the sections of bench/webhooks.py, bench/multipart.py, bench/listing.py and
+   bench/content.py (sniffing's cost, scan throughput against a local clamd, which this
+   run starts and the broker scans with: BROKER_CLAMD_ADDRESS);
+6. print a report; stop everything that was started, also on Ctrl-C.
 
 Exit status: 0 when the run completed (targets may still read MISS), 1 when the run
 itself failed (a non-2xx answer, a socket error, an upload never finalized, ...).
@@ -42,10 +45,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench import listing, multipart, webhooks
+from bench import content, listing, multipart, webhooks
 from broker import auth, config
 from broker.adapters import migrate, storage
-from broker.dev import devstack
+from broker.dev import clamd, devstack
 
 REPO = Path(__file__).resolve().parent.parent
 # BENCH_QUICK=1: the create-upload throughput only, to compare changes while working on them.
@@ -53,8 +56,9 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 # BENCH_ONLY=listing: the listing and search section alone (1,000,000 rows, EXPLAIN, p99s).
 # BENCH_ONLY=webhooks: the app-webhook section alone (bench/webhooks.py).
 # BENCH_ONLY=webhook-burst: its burst of deliveries alone.
+# BENCH_ONLY=content: content sniffing's cost and malware-scan throughput (bench/content.py).
 ONLY = os.environ.get("BENCH_ONLY", "")
-KNOWN_ONLY = ("", "listing", "webhooks", "webhook-burst")
+KNOWN_ONLY = ("", "listing", "webhooks", "webhook-burst", "content")
 if ONLY not in KNOWN_ONLY:
     raise SystemExit(f"BENCH_ONLY={ONLY!r}: only {', '.join(map(repr, KNOWN_ONLY[1:]))} are known")
 BIN = Path(sys.executable).parent
@@ -257,6 +261,8 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
         )
         asyncio.run(migrate_database(postgres.url))
         storage.Storage(settings).ensure_bucket(list(settings.s3_notify_arns))
+        policies_file = workdir / "policies.toml"
+        policies_file.write_text(content.POLICIES)  # the default policy stays the built-in one
 
         env = child_environment(
             {
@@ -270,8 +276,15 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
                 "BROKER_DB_POOL_MIN": str(POOL_SIZE),
                 "BROKER_DB_POOL_MAX": str(POOL_SIZE),
                 "BROKER_LOG_LEVEL": "WARNING",
+                "BROKER_POLICIES_FILE": str(policies_file),
             }
         )
+        if ONLY in ("", "content"):  # the content section's scans; no other section scans
+            local_clamd = clamd.LocalClamd(workdir / "clamd")
+            print("starting clamd (local signature database) ...", flush=True)
+            stack.callback(local_clamd.remove)
+            local_clamd.start()
+            env["BROKER_CLAMD_ADDRESS"] = local_clamd.address
         receiver_port = devstack.free_port()
         env["BROKER_WEBHOOK_ALLOWED_HOSTS"] = f"127.0.0.1:{receiver_port}"
         print(f"starting the webhook receiver on 127.0.0.1:{receiver_port} ...", flush=True)
@@ -659,6 +672,13 @@ def webhook_burst(stack: Stack, wrk: str) -> list[str]:
         raise BenchError(str(exc)) from exc
 
 
+def content_section(stack: Stack) -> list[str]:
+    try:
+        return content.run(stack.broker.base_url, stack.postgres.url, stack.token)
+    except content.ContentBenchError as exc:
+        raise BenchError(str(exc)) from exc
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # run the same clean-up as Ctrl-C
 
@@ -689,6 +709,15 @@ def main() -> int:
                 print("\n".join(webhook_burst(stack, wrk)))
                 keep = False
                 return 0
+            if ONLY == "content":
+                load_before = os.getloadavg()[0]
+                print("\n".join(content_section(stack)))
+                print(
+                    f"load average (1 min) {load_before:.2f} before the section,"
+                    f" {os.getloadavg()[0]:.2f} after; nproc {len(os.sched_getaffinity(0))}"
+                )
+                keep = False
+                return 0
             runs = throughput(stack, wrk)
             if QUICK:
                 print("\n".join(throughput_table(runs)))
@@ -700,6 +729,7 @@ def main() -> int:
                 webhook_section(stack, wrk),
                 multipart.run(workdir, stack.settings, stack.broker.base_url),
                 listing_section(stack),
+                content_section(stack),
             ]
         print(report(wrk, load_before, runs, fin, sections))
         print(f"run took {time.monotonic() - started:.0f}s")

@@ -40,3 +40,20 @@ HTML_WITH_SCRIPT = (
 )
 # The standard antivirus test string; the local clamd's signature database matches it.
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def svg_calling(url: str) -> bytes:
+    """An SVG whose script, if a browser ever runs it, requests `url` (a recorder on
+    loopback), so a test can tell that it ran."""
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        f'<script>fetch("{url}?from=svg", {{mode: "no-cors"}})</script></svg>'
+    ).encode()
+
+
+def html_calling(url: str) -> bytes:
+    """An HTML page whose script, if a browser ever runs it, requests `url`."""
+    return (
+        "<!DOCTYPE html><html><head><title>page</title></head><body><p>hello</p>"
+        f'<script>fetch("{url}?from=html", {{mode: "no-cors"}})</script></body></html>'
+    ).encode()

@@ -67,7 +67,7 @@ class Stats:
     oldest_pending_age_seconds: float | None
     hourly: list[HourlyCount]
     reconciler_runs: list[ReconcilerRun]
-    scans: ScanBacklog = ScanBacklog(0, 0, None)
+    scans: ScanBacklog
 
 
 def encode_cursor(sort: AdminSort, upload: Upload) -> str:

@@ -15,6 +15,7 @@ from broker.domain.model import (
     HourlyCount,
     PendingSummary,
     ReconcilerRun,
+    ScanBacklog,
     StatusPolicyCount,
     Upload,
     UploadStatus,
@@ -83,6 +84,7 @@ def stats(**fields: Any) -> Stats:
         oldest_pending_age_seconds=values["oldest_pending_age_seconds"],
         hourly=[HourlyCount(**h) for h in values["hourly"]],
         reconciler_runs=[ReconcilerRun(**r) for r in values["reconciler_runs"]],
+        scans=ScanBacklog(values.get("scan_jobs", 0), values.get("scan_retried", 0), None),
     )
 
 
@@ -198,6 +200,15 @@ def test_counts_are_summed_over_policies_per_status() -> None:
     assert re.search(r'data-testid="count-stuck">.*?card-value">1<', page, re.S)
     assert 'data-testid="oldest-pending"' in page and "2h 5m" in page
     assert "Nothing is pending." in page
+
+
+def test_uploads_waiting_for_a_scanner_that_does_not_answer_are_flagged() -> None:
+    calm = ops_page.render_ops_page(stats(scan_jobs=2), [], NOW)
+    assert re.search(r'class="card" data-testid="scan-jobs">.*?card-value">2<', calm, re.S)
+    stuck = ops_page.render_ops_page(stats(scan_jobs=2, scan_retried=1), [], NOW)
+    assert re.search(r'class="card alert" data-testid="scan-jobs">.*?1 retried', stuck, re.S)
+    # Every state has its card, the scanning ones too.
+    assert 'data-testid="count-scanning"' in calm and 'data-testid="count-quarantined"' in calm
 
 
 def test_the_chart_has_24_hour_groups_with_two_labelled_series() -> None:

@@ -5,6 +5,7 @@ of a MalwareScanner on the broker's database, storage and a local clamd)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from broker import config
+from broker import auth, cli, config
 from broker.adapters import db, queries, scanners, storage
 from broker.dev import clamd as local_clamd
 from broker.domain.model import Outcome
@@ -25,7 +26,9 @@ from broker.domain.policies import load_policies
 from broker.flows import scanning
 from tests import clamd, samples
 from tests.conftest import create_upload, put_bytes, wait_for_status, wait_until_object_gone
+from tests.integration import test_companion as companion
 from tests.integration import test_multipart as multipart
+from tests.integration.test_events import Stream
 
 # -------------------------------------------------------------------- content sniffing
 
@@ -71,8 +74,6 @@ def test_text_and_undetectable_binary_follow_the_documented_rules(api, auth_head
 
 
 def admin_token(settings: config.Settings) -> str:
-    from broker import auth
-
     return auth.issue_token(settings.jwt_secret, "root", admin=True)
 
 
@@ -287,3 +288,62 @@ def test_multipart_uploads_go_through_the_same_checks(api, auth_headers):
         "content_mismatch",
         "image/png",
     )
+
+
+def test_uppy_uploads_go_through_the_same_checks(api, auth_headers, settings, owner):
+    """Uppy's form POST of HTML bytes named and typed as a PNG: rejected by the sniffing."""
+    plugin = companion.Plugin.v6(
+        api, auth.issue_token(settings.jwt_secret, owner, scope=auth.UPPY_SCOPE)
+    )
+    data = samples.HTML_WITH_SCRIPT
+    params = plugin.params("cat.png", "image/png", companion.meta("cat.png", "image/png", data))
+    assert params.status_code == 200, params.text
+    assert companion.post_form(params.json(), data, "cat.png", "image/png").status_code == 204
+    upload_id = companion.upload_id_of(params.json()["fields"]["key"])
+    record = wait_for_status(api, auth_headers, upload_id, "rejected")
+    assert (record["reject_reason"], record["detected_content_type"]) == (
+        "content_mismatch",
+        "text/html",
+    )
+
+
+def test_operators_release_and_delete_from_the_command_line(
+    api, auth_headers, settings, clamd_address, broker_env, capsys
+):
+    released = scanned_upload(api, auth_headers, samples.EICAR)
+    deleted = scanned_upload(api, auth_headers, b"x " + samples.EICAR)
+
+    async def scan() -> None:
+        async with scanners_on(settings, clamd_address) as found:
+            await found.until_idle(found.scanner())
+
+    run(scan())
+    argv = ["uploads", "release", released["id"], "--reason", "checked by hand", "--by", "ada"]
+    assert cli.main(argv) == 0
+    assert "finalized" in capsys.readouterr().out
+    assert cli.main(argv) == 1  # no longer quarantined
+    assert "not quarantined" in capsys.readouterr().err
+    assert cli.main(["uploads", "delete", deleted["id"], "--reason", "malware", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["upload"]["status"] == "deleted"
+    admin = {"authorization": f"Bearer {admin_token(settings)}"}
+    history = api.get(f"/v1/admin/uploads/{released['id']}", headers=admin).json()["history"]
+    assert (history[-1]["actor"], history[-1]["detail"]) == (
+        "admin:ada",
+        {"reason": "checked by hand"},
+    )
+
+
+def test_the_live_stream_shows_scanning_then_the_verdict(
+    api, auth_headers, settings, clamd_address, broker
+):
+    created = scanned_upload(api, auth_headers, b"y " + samples.EICAR)
+    stream = Stream(broker + created["events_url"])
+    assert stream.wait_for(1) == ["scanning"]  # where the upload is when the stream opens
+
+    async def scan() -> None:
+        async with scanners_on(settings, clamd_address) as found:
+            await found.until_idle(found.scanner())
+
+    run(scan())
+    assert stream.wait_for(2) == ["scanning", "quarantined"]
+    assert stream.closed.wait(10)  # a verdict ends the stream, as finalized does

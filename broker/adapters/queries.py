@@ -350,6 +350,13 @@ class Queries:
             )
         )
 
+    async def record_part_plan(
+        self, upload_id: uuid.UUID, *, part_size: int, part_count: int
+    ) -> None:
+        await self._rows(
+            "record_part_plan", id=upload_id, part_size=part_size, part_count=part_count
+        )
+
     # ---- malware scanning (migration 0009): the jobs, the verdicts, the admins' decisions
 
     async def claim_scan_jobs(

@@ -217,6 +217,13 @@ SELECT id, owner, status, filename, content_type, size, size_limit, sha256, meta
     detected_content_type, scan_result, scan_signature
 FROM changed;
 
+-- name: record_part_plan
+-- An upload of undeclared size learns its parts when they are joined: the size of the first
+-- (every part but the last is cut to it) and how many. Not a state change: no history.
+UPDATE uploads SET part_size = :part_size, part_count = :part_count, updated_at = now()
+WHERE id = :id AND status = 'pending' AND size IS NULL
+RETURNING id;
+
 -- name: claim_scan_jobs
 -- Lease up to :limit due scan jobs to :lease_owner and count the attempt. Jobs another
 -- scanner is claiming are skipped; a lease that ran out (its scanner died) is taken over.

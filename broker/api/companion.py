@@ -51,10 +51,29 @@ def companion_principal(request: Request) -> auth.Principal:
         raise errors.Unauthorized("the bearer token is invalid or expired") from exc
 
 
+def check_origin(request: Request) -> None:
+    """Refuse a browser request from an origin BROKER_CORS_ORIGINS does not allow.
+
+    CORS alone cannot: GET /s3/params with the token in the path is a simple request (no
+    preflight), so a page on any origin makes the browser send it, and the broker would
+    create a pending upload (holding the owner's quota) whose answer the page can never
+    read. A request without Origin (a server, curl) is not a browser's cross-origin one.
+    """
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    allowed = request.app.state.settings.cors_origins
+    if "*" in allowed or origin in allowed:
+        return
+    raise errors.OriginNotAllowed(details={"origin": origin[:200]})
+
+
 class CompanionRoute(AuthenticatedRoute):
-    """Authenticated first, by the token in the path or the bearer header."""
+    """Authenticated first, by the token in the path or the bearer header, and only for
+    an allowed browser origin."""
 
     def identify(self, request: Request) -> auth.Principal:
+        check_origin(request)
         return companion_principal(request)
 
 
@@ -132,10 +151,13 @@ async def query_file(
     size: Annotated[int | None, Query(ge=1, description="Exact size in bytes.")] = None,
 ) -> UppyFile:
     """GET /s3/params' query, with Uppy's meta fields as `metadata[name]=value`."""
+    # Uppy writes a meta field that is null (relativePath, for a file not picked from a
+    # folder) as the text "null" in this query, and as null in the JSON body of the
+    # multipart routes, which stores nothing: "null" here stores nothing either.
     metadata = {
         name[len("metadata[") : -1]: value
         for name, value in request.query_params.multi_items()
-        if name.startswith("metadata[") and name.endswith("]")
+        if name.startswith("metadata[") and name.endswith("]") and value != "null"
     }
     raw = {"filename": filename, "type": content_type, "size": size, "metadata": metadata}
     try:
@@ -244,7 +266,7 @@ async def create_multipart_upload(
 @routes.get(
     "/multipart/{upload_id}",
     response_model=list[StoredPart],
-    responses=responses(401, 404, 409, 422, 503),
+    responses=responses(401, 403, 404, 409, 422, 503),
 )
 async def list_parts(
     upload_id: UploadId, key: ObjectKey, principal: PrincipalDep, service: CompanionDep
@@ -257,7 +279,7 @@ async def list_parts(
 @routes.get(
     "/multipart/{upload_id}/batch",
     response_model=PartUrls,
-    responses=responses(401, 404, 409, 422, 503),
+    responses=responses(401, 403, 404, 409, 422, 503),
 )
 async def sign_parts(
     upload_id: UploadId,
@@ -281,7 +303,7 @@ async def sign_parts(
 @routes.get(
     "/multipart/{upload_id}/{part_number}",
     response_model=PartUrl,
-    responses=responses(401, 404, 409, 422, 503),
+    responses=responses(401, 403, 404, 409, 422, 503),
 )
 async def sign_part(
     upload_id: UploadId,
@@ -298,7 +320,7 @@ async def sign_part(
 @routes.post(
     "/multipart/{upload_id}/complete",
     response_model=Completed,
-    responses=responses(400, 401, 404, 409, 422, 503),
+    responses=responses(400, 401, 403, 404, 409, 422, 503),
 )
 async def complete_multipart_upload(
     upload_id: UploadId,
@@ -314,7 +336,9 @@ async def complete_multipart_upload(
 
 
 @routes.delete(
-    "/multipart/{upload_id}", response_model=Aborted, responses=responses(401, 404, 409, 422, 503)
+    "/multipart/{upload_id}",
+    response_model=Aborted,
+    responses=responses(401, 403, 404, 409, 422, 503),
 )
 async def abort_multipart_upload(
     upload_id: UploadId, key: ObjectKey, principal: PrincipalDep, service: CompanionDep

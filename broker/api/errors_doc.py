@@ -9,7 +9,8 @@ from broker.api import schemas
 DESCRIPTIONS = {
     400: "Malformed request (body is not JSON, a bad cursor, or a part list storage refuses)",
     401: "Missing, expired or forged token",
-    403: "Quota exceeded (uploads), or not an admin token (admin routes)",
+    403: "Quota exceeded (uploads), not an admin token (admin routes), or a browser origin "
+    "BROKER_CORS_ORIGINS does not allow (Uppy routes)",
     404: "No such upload (or it belongs to someone else)",
     409: "The upload is not in a state that allows this, or an Idempotency-Key was reused",
     413: "The file is larger than allowed",

@@ -147,6 +147,13 @@ class UploadNotFinalized(BrokerError):
     status = 409
 
 
+class OriginNotAllowed(BrokerError):
+    """This browser origin may not use the broker (BROKER_CORS_ORIGINS)."""
+
+    code = "ERR_ORIGIN_NOT_ALLOWED"
+    status = 403
+
+
 class UploadScanning(BrokerError):
     """The upload is being scanned for malware; it can be downloaded once found clean."""
 

@@ -114,7 +114,13 @@ class Multipart:
         if problems:
             raise errors.InvalidParts(details=problems)
         by_number = {part.part_number: part for part in held}
-        await self._join(upload, [by_number[n] for n in numbers])
+        joined = [by_number[n] for n in numbers]
+        if upload.size is None:
+            # Recorded before the join: MinIO's webhook finalizes during it.
+            await self.uploads.queries.record_part_plan(
+                upload.id, part_size=joined[0].size, part_count=len(joined)
+            )
+        await self._join(upload, joined)
         return await self.uploads.get(owner, upload_id)
 
     async def _join(self, upload: Upload, parts: list[StoredPart]) -> None:

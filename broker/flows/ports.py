@@ -209,6 +209,12 @@ class Queries(Protocol):
         detected_content_type: str | None = None,
     ) -> Upload | None: ...
 
+    async def record_part_plan(
+        self, upload_id: uuid.UUID, *, part_size: int, part_count: int
+    ) -> None:
+        """The parts of a pending upload of undeclared size, known when they are joined."""
+        ...
+
     async def claim_scan_jobs(
         self, *, now: datetime, lease_seconds: float, lease_owner: str, limit: int
     ) -> list[tuple[uuid.UUID, int]]:

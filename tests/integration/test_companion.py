@@ -374,7 +374,11 @@ def test_files_of_undeclared_size_are_capped_by_the_policy_and_sized_at_finaliza
         etags[number] = put_part(url, DATA[(number - 1) * part_size : number * part_size])
     assert plugin.complete(upload, etags).status_code == 200
     finalized = wait_for_status(api, auth_headers, record["id"], "finalized")
-    assert finalized["size"] == len(DATA)
+    assert (finalized["size"], finalized["part_size"], finalized["part_count"]) == (
+        len(DATA),
+        part_size,
+        3,
+    )
     assert download(api, auth_headers, record["id"]) == DATA
 
 
@@ -389,6 +393,42 @@ def test_an_undeclared_multipart_upload_over_its_limit_is_not_completed(api, tok
     bad_size = plugin.create("a.bin", "application/octet-stream", {"size": "12 bytes"})
     assert bad_size.status_code == 422
     assert bad_size.json()["error"]["details"][0]["field"] == "metadata.size"
+
+
+def test_a_page_on_an_origin_not_allowed_creates_nothing(api, token, settings, sql) -> None:
+    """GET /s3/params is a simple request: the browser sends it without a preflight from any
+    page. From an origin BROKER_CORS_ORIGINS does not list, it is refused before anything is
+    recorded; from an allowed one (or with no Origin: a server) it works."""
+    plugin = Plugin.v6(api, token)
+    query = {"filename": "a.txt", "type": "text/plain", "metadata[size]": "5"}
+    refused = api.get(
+        f"{plugin.prefix}/s3/params", params=query, headers={"origin": "https://evil.example"}
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "ERR_ORIGIN_NOT_ALLOWED"
+    assert sql("SELECT count(*) AS n FROM uploads")[0]["n"] == 0
+    allowed = {"origin": settings.cors_origins[0]}
+    assert api.get(f"{plugin.prefix}/s3/params", params=query, headers=allowed).is_success
+    assert sql("SELECT count(*) AS n FROM uploads")[0]["n"] == 1
+
+
+def test_the_same_file_stores_the_same_metadata_by_form_and_by_multipart(
+    api, auth_headers, token
+) -> None:
+    """Uppy sends a null meta field (relativePath) as the text "null" in the form route's
+    query and as null in the multipart route's JSON: neither stores it."""
+    plugin = Plugin.v6(api, token)
+    uppy_meta = {"name": "a.txt", "type": "text/plain", "size": 5, "relativePath": None,
+                 "album": "summer"}  # fmt: skip
+    query = {"filename": "a.txt", "type": "text/plain", "metadata[size]": "5",
+             "metadata[relativePath]": "null", "metadata[album]": "summer"}  # fmt: skip
+    form = api.get(f"{plugin.prefix}/s3/params", params=query).json()
+    multipart = plugin.create("a.txt", "text/plain", uppy_meta).json()
+    stored = [
+        api.get(f"/v1/uploads/{upload_id_of(key)}", headers=auth_headers).json()["metadata"]
+        for key in (form["fields"]["key"], multipart["key"])
+    ]
+    assert stored == [{"album": "summer"}, {"album": "summer"}]
 
 
 def test_bad_requests_are_described_in_the_brokers_error_format(api, token) -> None:

@@ -480,6 +480,14 @@ class MemoryQueries(MemoryWebhooks):
             rejected_at=self.clock(),
         )
 
+    async def record_part_plan(
+        self, upload_id: uuid.UUID, *, part_size: int, part_count: int
+    ) -> None:
+        self._check()
+        upload = self.uploads.get(upload_id)
+        if upload is not None and upload.status is UploadStatus.PENDING and upload.size is None:
+            self.uploads[upload_id] = upload._replace(part_size=part_size, part_count=part_count)
+
     # ---- malware scanning: migration 0009's scan_jobs
 
     async def claim_scan_jobs(

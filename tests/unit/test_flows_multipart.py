@@ -215,7 +215,8 @@ async def test_an_upload_of_unknown_size_completes_with_the_parts_storage_holds(
     outcome = await flows.finalizer.apply_event(created_event(flows, upload.object_key))
 
     assert outcome is Outcome.FINALIZED
-    assert (await flows.uploads.get(OWNER, upload.id)).size == 5 * MIB + 1
+    record = await flows.uploads.get(OWNER, upload.id)
+    assert (record.size, record.part_size, record.part_count) == (5 * MIB + 1, 5 * MIB, 2)
 
 
 @pytest.mark.parametrize(

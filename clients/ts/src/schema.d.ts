@@ -1925,7 +1925,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2489,7 +2489,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2556,7 +2556,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2621,7 +2621,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2688,7 +2688,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2768,7 +2768,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2848,7 +2848,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2915,7 +2915,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2989,7 +2989,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3076,7 +3076,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3161,7 +3161,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3250,7 +3250,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3335,7 +3335,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3424,7 +3424,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3509,7 +3509,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3594,7 +3594,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3683,7 +3683,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3773,7 +3773,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3858,7 +3858,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4044,7 +4044,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4122,7 +4122,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4201,6 +4201,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description No such upload (or it belongs to someone else) */
             404: {
                 headers: {
@@ -4264,6 +4273,15 @@ export interface operations {
             };
             /** @description Missing, expired or forged token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4343,6 +4361,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description No such upload (or it belongs to someone else) */
             404: {
                 headers: {
@@ -4407,6 +4434,15 @@ export interface operations {
             };
             /** @description Missing, expired or forged token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4497,6 +4533,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description No such upload (or it belongs to someone else) */
             404: {
                 headers: {
@@ -4572,7 +4617,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4653,7 +4698,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), or not an admin token (admin routes) */
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4734,6 +4779,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description No such upload (or it belongs to someone else) */
             404: {
                 headers: {
@@ -4799,6 +4853,15 @@ export interface operations {
             };
             /** @description Missing, expired or forged token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4880,6 +4943,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description No such upload (or it belongs to someone else) */
             404: {
                 headers: {
@@ -4946,6 +5018,15 @@ export interface operations {
             };
             /** @description Missing, expired or forged token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5031,6 +5112,15 @@ export interface operations {
             };
             /** @description Missing, expired or forged token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

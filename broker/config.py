@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(default=60, ge=0)
     orphan_sweep_interval_seconds: float = Field(default=3600, gt=0)
     orphan_grace_seconds: int = Field(default=3600, ge=60)
+    reconcile_check_grace_seconds: int = Field(default=30, ge=0, le=86400)
 
     sse_heartbeat_seconds: float = Field(default=15, gt=0, le=300)
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()

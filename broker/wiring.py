@@ -74,6 +74,7 @@ def build(
             multipart_threshold=settings.multipart_threshold_bytes,
             part_size=part_size,
             download_ttl=settings.download_url_ttl_seconds,
+            check_grace=settings.reconcile_check_grace_seconds,
         )
 
     native = new_uploads(settings.multipart_part_size_bytes)

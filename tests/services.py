@@ -284,6 +284,9 @@ url_ttl_seconds = 120
 max_size = "1 MiB"
 quota = { count = 10, bytes = "10 MiB" }
 
+[policies.quick]
+url_ttl_seconds = 1
+
 [policies.scanned]
 content_types = ["text/plain", "image/png", "application/octet-stream"]
 scan = true
@@ -314,6 +317,7 @@ def broker_settings(
         startup_timeout_seconds=10,
         policies_file=policies_file,
         reconcile_interval_seconds=0,  # tests run reconciler passes themselves
+        reconcile_check_grace_seconds=1,
         webhook_sender=False,  # and webhook sending rounds, unless they start a sender
         scanner=False,  # and scan rounds (tests/integration/test_scanning.py)
         sse_heartbeat_seconds=0.5,

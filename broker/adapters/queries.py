@@ -357,6 +357,15 @@ class Queries:
             "record_part_plan", id=upload_id, part_size=part_size, part_count=part_count
         )
 
+    async def claim_unchecked_pending_upload(self) -> Upload | None:
+        return _upload(await self._row("claim_unchecked_pending_upload"))
+
+    async def mark_upload_checked(self, upload_id: uuid.UUID) -> None:
+        await self._rows("mark_upload_checked", id=upload_id)
+
+    async def schedule_upload_check(self, upload_id: uuid.UUID, *, seconds: float) -> None:
+        await self._rows("schedule_upload_check", id=upload_id, seconds=seconds)
+
     # ---- malware scanning (migration 0009): the jobs, the verdicts, the admins' decisions
 
     async def claim_scan_jobs(

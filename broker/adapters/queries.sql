@@ -9,17 +9,19 @@
 SELECT 1;
 
 -- name: insert_upload
--- Create a pending upload; its deadline is counted from the database clock. A repeated
--- idempotency key inserts nothing (and returns no row).
+-- Create a pending upload; its deadline and its early check (check_after: when its URL has
+-- expired; NULL for none) are counted from the database clock. A repeated idempotency key
+-- inserts nothing (and returns no row).
 WITH created AS (
     INSERT INTO uploads (id, owner, filename, content_type, size, size_limit, sha256, metadata,
                          bucket, object_key, policy, transfer, multipart_upload_id, part_size,
                          part_count, checksum_algorithm, idempotency_key, request_hash,
-                         expires_at)
+                         expires_at, check_after)
     VALUES (:id, :owner, :filename, :content_type, :size, :size_limit, :sha256, :metadata::jsonb,
             :bucket, :object_key, :policy, :transfer, :multipart_upload_id, :part_size,
             :part_count, :checksum_algorithm, :idempotency_key, :request_hash,
-            now() + make_interval(secs => :pending_seconds))
+            now() + make_interval(secs => :pending_seconds),
+            now() + make_interval(secs => :check_after_seconds::float8))
     ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), logged AS (
@@ -55,11 +57,12 @@ WITH live AS (
     INSERT INTO uploads (id, owner, filename, content_type, size, size_limit, sha256, metadata,
                          bucket, object_key, policy, transfer, multipart_upload_id, part_size,
                          part_count, checksum_algorithm, idempotency_key, request_hash,
-                         expires_at)
+                         expires_at, check_after)
     SELECT :id, :owner, :filename, :content_type, :size::bigint, :size_limit::bigint, :sha256,
            :metadata::jsonb, :bucket, :object_key, :policy, :transfer, :multipart_upload_id,
            :part_size, :part_count, :checksum_algorithm, :idempotency_key, :request_hash,
-           now() + make_interval(secs => :pending_seconds)
+           now() + make_interval(secs => :pending_seconds),
+           now() + make_interval(secs => :check_after_seconds::float8)
     FROM live
     WHERE (:policy_bytes::bigint IS NULL
            OR live.policy_bytes + coalesce(:size::bigint, :size_limit::bigint) <= :policy_bytes)
@@ -389,6 +392,30 @@ WHERE status = 'pending' AND expires_at <= now()
 ORDER BY expires_at
 LIMIT 1
 FOR UPDATE SKIP LOCKED;
+
+-- name: claim_unchecked_pending_upload
+-- One pending upload due for its early check (its URLs have expired; migration 0010), locked
+-- for this transaction, as claim_stale_pending_upload.
+SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
+    object_key, policy, transfer, multipart_upload_id, part_size, part_count,
+    checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
+FROM uploads
+WHERE status = 'pending' AND check_after <= now()
+ORDER BY check_after
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_upload_checked
+-- The early check found nothing in storage: no more early checks until a new URL is signed
+-- (the deadline check still follows). Not a state change: no history.
+UPDATE uploads SET check_after = NULL WHERE id = :id AND status = 'pending';
+
+-- name: schedule_upload_check
+-- Check a pending upload early, :seconds from now (a part URL signed, a multipart completed).
+UPDATE uploads SET check_after = now() + make_interval(secs => :seconds::float8)
+WHERE id = :id AND status = 'pending';
 
 -- name: list_stale_pending_uploads
 -- Pending uploads past their deadline, oldest deadline first (a dry run's preview; no locks).

@@ -198,6 +198,9 @@ class NewUploadRecord(NamedTuple):
     idempotency_key: str | None
     request_hash: str | None
     pending_seconds: float
+    # When the reconciler checks it early: after its URL has expired, plus a grace period;
+    # None for a multipart upload (checked once completed).
+    check_after_seconds: float | None
 
 
 class QuotaLimits(NamedTuple):

@@ -120,6 +120,10 @@ class Multipart:
             await self.uploads.queries.record_part_plan(
                 upload.id, part_size=joined[0].size, part_count=len(joined)
             )
+        # If the webhook of the joined object never comes, the reconciler looks soon.
+        await self.uploads.queries.schedule_upload_check(
+            upload.id, seconds=self.uploads.check_grace
+        )
         await self._join(upload, joined)
         return await self.uploads.get(owner, upload_id)
 

@@ -215,6 +215,16 @@ class Queries(Protocol):
         """The parts of a pending upload of undeclared size, known when they are joined."""
         ...
 
+    async def claim_unchecked_pending_upload(self) -> Upload | None:
+        """A pending upload due for its early check (its URLs expired), row-locked."""
+        ...
+
+    async def mark_upload_checked(self, upload_id: uuid.UUID) -> None:
+        """No early check again until a new one is scheduled (the deadline check remains)."""
+        ...
+
+    async def schedule_upload_check(self, upload_id: uuid.UUID, *, seconds: float) -> None: ...
+
     async def claim_scan_jobs(
         self, *, now: datetime, lease_seconds: float, lease_owner: str, limit: int
     ) -> list[tuple[uuid.UUID, int]]:

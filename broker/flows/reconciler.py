@@ -79,6 +79,7 @@ class Reconciler:
             await self._preview_stale(report)
         else:
             await self._settle_stale(report)
+            await self._check_early(report)
         if sweep:
             await self._sweep_orphans(report)
         if not dry_run:
@@ -100,6 +101,22 @@ class Reconciler:
                 outcome = await self.decide(
                     upload, tx, Actor.RECONCILER, {"trigger": report.trigger}
                 )
+            report.record(outcome, upload_id=str(upload.id), key=upload.object_key)
+
+    async def _check_early(self, report: PassReport) -> None:
+        """Pending uploads whose URLs have expired (plus a grace period): their object can no
+        longer change, so one whose webhook was lost is settled now rather than at its
+        deadline. One that holds nothing is not checked early again."""
+        for _ in range(self.max_uploads):
+            async with self.queries.transaction() as tx:
+                upload = await tx.claim_unchecked_pending_upload()
+                if upload is None:
+                    return
+                outcome = await self.decide(
+                    upload, tx, Actor.RECONCILER, {"trigger": report.trigger, "check": "early"}
+                )
+                if outcome is Outcome.STILL_PENDING:
+                    await tx.mark_upload_checked(upload.id)
             report.record(outcome, upload_id=str(upload.id), key=upload.object_key)
 
     async def _preview_stale(self, report: PassReport) -> None:

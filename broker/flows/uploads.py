@@ -154,6 +154,7 @@ class Uploads:
         multipart_threshold: int,
         part_size: int,
         download_ttl: int,
+        check_grace: int = 30,
     ) -> None:
         self.queries = queries
         self.storage = store
@@ -161,6 +162,9 @@ class Uploads:
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self.download_ttl = download_ttl
+        # Seconds after a URL expires (or a multipart completes) before the reconciler
+        # looks in storage for an upload whose webhook never came.
+        self.check_grace = check_grace
 
     def _policy(self, name: str | None) -> Policy:
         policy = self.policies.get(name)
@@ -279,6 +283,9 @@ class Uploads:
             idempotency_key=idempotency_key,
             request_hash=fingerprint,
             pending_seconds=float(policy.pending_ttl_seconds),
+            check_after_seconds=None
+            if transfer is Transfer.MULTIPART
+            else float(policy.url_ttl_seconds + self.check_grace),
         )
         try:
             upload = await self.queries.insert_upload(record, self._quota(policy))

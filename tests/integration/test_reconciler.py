@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import httpx
 import pytest
@@ -73,6 +74,36 @@ def test_an_upload_the_webhook_missed_is_finalized_by_a_pass(
     record = wait_for_status(api, auth_headers, upload["id"], "finalized", timeout=1)
     assert record["etag"]
     assert history(sql, upload["id"]) == [("pending", "owner"), ("finalized", "reconciler")]
+
+
+def test_a_missed_webhook_is_settled_once_the_url_expired_long_before_the_deadline(
+    api, auth_headers, settings, store, sql, database_url
+):
+    """Both webhook targets off; the `quick` policy's URL lives 1 s and the grace is 1 s: a
+    pass after that finalizes the upload, 24 h before its deadline."""
+    data = b"both events lost"
+    upload = create_upload(api, auth_headers, data, policy="quick")
+    with notifications_off(store, settings):
+        assert put_bytes(upload, data).status_code == 200
+    put_at = time.monotonic()
+
+    async def passes_until_settled() -> list[str]:
+        async with a_reconciler(settings, database_url) as checker:
+            outcomes: list[str] = []
+            while time.monotonic() < put_at + 15:
+                report = await checker.run_pass(sweep=False)
+                outcomes += [a["outcome"] for a in report.actions]
+                if "finalized_missed_webhook" in outcomes:
+                    return outcomes
+                await asyncio.sleep(0.2)  # the next pass, as the reconciler's interval
+            return outcomes
+
+    assert asyncio.run(passes_until_settled()) == ["finalized_missed_webhook"]
+    record = wait_for_status(api, auth_headers, upload["id"], "finalized", timeout=1)
+    settled_after = time.monotonic() - put_at
+    assert 1 <= settled_after < 15
+    assert history(sql, upload["id"]) == [("pending", "owner"), ("finalized", "reconciler")]
+    assert record["expires_at"] > record["finalized_at"]
 
 
 def test_uploads_never_sent_end_expired_and_multipart_ones_are_aborted(

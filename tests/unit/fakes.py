@@ -130,6 +130,7 @@ class MemoryQueries(MemoryWebhooks):
         self.history: list[tuple[uuid.UUID, HistoryEntry]] = []
         self.runs: list[ReconcilerRun] = []
         self.scan_jobs: dict[uuid.UUID, ScanJob] = {}
+        self.check_after: dict[uuid.UUID, datetime] = {}  # migration 0010's column
         self.scan_wakeups: list[Callable[[str], None]] = []
         self.available = True
         self.sweep_busy = False  # another process holds the orphan sweep lock
@@ -262,7 +263,7 @@ class MemoryQueries(MemoryWebhooks):
             return None
         now = self.clock()
         values = record._asdict()
-        del values["pending_seconds"]
+        del values["pending_seconds"], values["check_after_seconds"]
         upload = an_upload(
             **values,
             created_at=now,
@@ -270,6 +271,8 @@ class MemoryQueries(MemoryWebhooks):
             expires_at=now + timedelta(seconds=record.pending_seconds),
         )
         self.uploads[upload.id] = upload
+        if record.check_after_seconds is not None:
+            self.check_after[upload.id] = now + timedelta(seconds=record.check_after_seconds)
         self._log(upload, "owner")
         return upload
 
@@ -641,6 +644,25 @@ class MemoryQueries(MemoryWebhooks):
         self._check()
         stale = self._stale()
         return stale[0] if stale else None
+
+    async def claim_unchecked_pending_upload(self) -> Upload | None:
+        self._check()
+        due = sorted(
+            (at, upload_id)
+            for upload_id, at in self.check_after.items()
+            if at <= self.clock() and self.uploads[upload_id].status is UploadStatus.PENDING
+        )
+        return self.uploads[due[0][1]] if due else None
+
+    async def mark_upload_checked(self, upload_id: uuid.UUID) -> None:
+        self._check()
+        self.check_after.pop(upload_id, None)
+
+    async def schedule_upload_check(self, upload_id: uuid.UUID, *, seconds: float) -> None:
+        self._check()
+        upload = self.uploads.get(upload_id)
+        if upload is not None and upload.status is UploadStatus.PENDING:
+            self.check_after[upload_id] = self.clock() + timedelta(seconds=seconds)
 
     async def claim_pending_upload(self, upload_id: uuid.UUID) -> Upload | None:
         upload = await self.get_upload(upload_id)

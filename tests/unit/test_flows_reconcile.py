@@ -90,16 +90,50 @@ async def test_an_expired_multipart_upload_is_aborted_in_storage(flows):
     assert flows.store.aborted == [created.multipart.upload_id]
 
 
-async def test_uploads_before_their_deadline_are_left_alone(flows):
+async def test_uploads_whose_url_is_still_valid_are_left_alone(flows):
+    """Before its URL expires (900 s) plus the grace (30 s), a client may still PUT."""
     upload = await stale(flows, stored=b"hello")
     nothing = await stale(flows)
-    flows.clock.advance(DAY - 1)
+    flows.clock.advance(900 + 30 - 1)
 
     report = await flows.reconciler.run_pass(sweep=False)
 
     assert report.counts == {}
     assert await status_of(flows, upload) == upload
     assert await status_of(flows, nothing) == nothing
+
+
+async def test_a_missed_webhook_is_settled_once_the_url_has_expired_not_at_the_deadline(flows):
+    upload = await stale(flows, stored=b"hello")
+    nothing = await stale(flows)
+    flows.clock.advance(900 + 30)
+
+    report = await flows.reconciler.run_pass(sweep=False)
+
+    assert report.counts == {Outcome.FINALIZED_MISSED_WEBHOOK: 1, Outcome.STILL_PENDING: 1}
+    assert (await status_of(flows, upload)).status is UploadStatus.FINALIZED
+    assert (await status_of(flows, nothing)).status is UploadStatus.PENDING
+    # Bounded work: an upload that held nothing is not checked early on every pass...
+    assert (await flows.reconciler.run_pass(sweep=False)).counts == {}
+    # ...only at its deadline, which expires it.
+    flows.clock.advance(DAY)
+    assert (await flows.reconciler.run_pass(sweep=False)).counts == {Outcome.EXPIRED: 1}
+
+
+async def test_a_completed_multipart_upload_is_checked_a_grace_period_after_completion(flows):
+    created = await flows.uploads.create(
+        "alice", a_file(b"x" * 10, content_type="application/octet-stream", multipart=True)
+    )
+    upload = created.record
+    assert (await flows.reconciler.run_pass(sweep=False)).counts == {}
+    mpu = upload.multipart_upload_id
+    part = flows.store.upload_part(mpu, 1, b"x" * 10)
+    await flows.multipart.complete("alice", upload.id, {1: part.etag})  # its webhook is lost
+    flows.clock.advance(30)
+
+    report = await flows.reconciler.run_pass(sweep=False)
+
+    assert report.counts == {Outcome.FINALIZED_MISSED_WEBHOOK: 1}
 
 
 async def test_each_policy_has_its_own_deadline(flows):
@@ -172,7 +206,11 @@ async def test_the_sweep_deletes_old_objects_no_live_upload_keeps(flows):
 
     report = await flows.reconciler.run_pass()
 
-    assert report.counts == {Outcome.ORPHAN_OBJECT_DELETED: 2}
+    # `live`'s URL expired long ago: the early check finalizes it (its webhook was lost).
+    assert report.counts == {
+        Outcome.ORPHAN_OBJECT_DELETED: 2,
+        Outcome.FINALIZED_MISSED_WEBHOOK: 1,
+    }
     assert set(flows.store.deleted) == {"uploads/orphan", "avatars/orphan"}
     assert set(flows.store.objects) == {
         live.object_key,

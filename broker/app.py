@@ -89,6 +89,8 @@ def create_app(settings: Settings, after_startup: Callable[[], None] | None = No
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
                 await flows.live.stop()
+                log.info("shutdown.background_stopped")
+        log.info("shutdown.pool_closed")
 
     app = FastAPI(
         title="broker",

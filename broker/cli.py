@@ -18,7 +18,7 @@ import uvicorn
 from dotenv import dotenv_values
 from fastapi import FastAPI
 
-from broker import auth, config, logs
+from broker import auth, config, logs, serving
 from broker.adapters import migrate, storage
 from broker.app import create_app
 from broker.domain import errors, policies
@@ -55,9 +55,21 @@ def app_from_env() -> FastAPI:
 
 
 def serve(host: str, port: int, workers: int) -> None:
-    """Serve the API with uvicorn (uvloop + httptools when installed)."""
+    """Serve the API with uvicorn (uvloop + httptools when installed). One process (the
+    usual deployment: scale with replicas) drains on SIGTERM (broker/serving.py); with
+    --workers N, uvicorn's supervisor stops its workers its own way."""
     # Fail here, with a message naming the variable, before uvicorn forks workers.
-    policies.load_policies(config.load_settings())
+    settings = config.load_settings()
+    policies.load_policies(settings)
+    if workers == 1:
+        serving.serve(
+            app_from_env(),
+            host,
+            port,
+            timeout_seconds=settings.shutdown_timeout_seconds,
+            drain_seconds=settings.shutdown_drain_seconds,
+        )
+        return
     uvicorn.run(
         "broker.cli:app_from_env",
         factory=True,

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     scan_timeout_seconds: float = Field(default=60, gt=0, le=3600)
     scan_concurrency: int = Field(default=2, ge=1, le=64)
     scanner: bool = True  # run the scan-job task in this process
+    shutdown_timeout_seconds: float = Field(default=25, ge=6, le=3600)
+    shutdown_drain_seconds: float = Field(default=1, ge=0, le=60)
 
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=10, ge=1)
@@ -222,6 +224,11 @@ class Settings(BaseSettings):
         if self.clamd_address and self.scan_command:
             raise ValueError(
                 "BROKER_CLAMD_ADDRESS and BROKER_SCAN_COMMAND are both set; choose one engine"
+            )
+        if self.shutdown_timeout_seconds < self.shutdown_drain_seconds + 6:
+            raise ValueError(
+                "BROKER_SHUTDOWN_TIMEOUT_SECONDS must be at least BROKER_SHUTDOWN_DRAIN_SECONDS"
+                " + 6 (requests in flight and the lifespan need their time after draining)"
             )
         return self
 

@@ -417,6 +417,12 @@ class Queries:
         )
         return row is not None
 
+    async def release_scan_leases(self, scanner: str) -> None:
+        await self._rows("release_scan_leases", scanner=scanner)
+
+    async def release_webhook_leases(self, sender: str) -> None:
+        await self._rows("release_webhook_leases", sender=sender)
+
     async def drop_scan_job(self, upload_id: uuid.UUID, *, lease_owner: str) -> None:
         await self._rows("drop_scan_job", id=upload_id, lease_owner=lease_owner)
 

@@ -277,6 +277,11 @@ SET next_attempt_at = :next_attempt_at, leased_until = NULL, lease_owner = NULL,
 WHERE upload_id = :id AND lease_owner = :lease_owner
 RETURNING upload_id;
 
+-- name: release_scan_leases
+-- A scanner that stops hands back the jobs it holds: due again at once.
+UPDATE scan_jobs SET leased_until = NULL, lease_owner = NULL
+WHERE starts_with(lease_owner, :scanner || '/');
+
 -- name: drop_scan_job
 -- The job of an upload that is no longer scanning (deleted meanwhile, object gone).
 DELETE FROM scan_jobs WHERE upload_id = :id AND lease_owner = :lease_owner;
@@ -669,6 +674,11 @@ SET status = :status, next_attempt_at = :next_attempt_at, leased_until = NULL,
     lease_owner = NULL, last_status = :http_status, last_error = :error
 WHERE id = :id AND status = 'pending' AND lease_owner = :lease_owner
 RETURNING id;
+
+-- name: release_webhook_leases
+-- A sender that stops hands back what it holds: due again at once (the same webhook-id).
+UPDATE webhook_deliveries SET leased_until = NULL, lease_owner = NULL
+WHERE status = 'pending' AND starts_with(lease_owner, :sender || '/');
 
 -- name: get_webhook_delivery
 SELECT id, endpoint_id, message_id, upload_id, seq, type, payload, status, attempts,

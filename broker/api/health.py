@@ -23,7 +23,11 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
 async def readyz(request: Request) -> JSONResponse:
-    """PostgreSQL and MinIO both answer; otherwise 503 naming the one that does not."""
+    """PostgreSQL and MinIO both answer; otherwise 503 naming the one that does not. From
+    the moment the process is told to stop (SIGTERM), 503 with `details.draining`."""
+    if getattr(request.app.state, "draining", False):
+        error = errors.NotReady("not ready: shutting down", details={"draining": True})
+        return JSONResponse(error.to_body(), status_code=error.status)
     failing = await flows_of(request).probes.unavailable()
     if failing:
         error = errors.NotReady(

@@ -14,9 +14,10 @@ from broker import auth
 from broker.api.deps import LiveDep, UploadsDep, bearer_token
 from broker.api.errors_doc import responses
 from broker.domain import errors
-from broker.flows.live import LiveStatus, StatusEvent
+from broker.flows.live import LiveStatus, Reconnect, StatusEvent
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+RECONNECT_MS = 1000
 
 
 def sse(event: StatusEvent) -> bytes:
@@ -66,7 +67,14 @@ async def upload_events(
 
     async def stream() -> AsyncIterator[bytes]:
         async for event in live.follow(upload, resume_after):
-            yield b": heartbeat\n\n" if event is None else sse(event)
+            if event is None:
+                yield b": heartbeat\n\n"
+            elif isinstance(event, Reconnect):
+                # The process is shutting down: EventSource reconnects after this many ms,
+                # through the load balancer to another process, resuming by Last-Event-ID.
+                yield f"retry: {RECONNECT_MS}\n\n".encode()
+            else:
+                yield sse(event)
 
     return StreamingResponse(
         stream(),

@@ -39,6 +39,14 @@ class StatusEvent:
 HEARTBEAT = None  # yielded by `follow` when nothing changed for a heartbeat interval
 
 
+class Reconnect:
+    """Yielded by `follow`, last, when the process is shutting down: the client should
+    reconnect (to another process) and resume after the last event it saw."""
+
+
+RECONNECT = Reconnect()
+
+
 class LiveStatus:
     """Wakes the streams watching an upload whenever its state changes, in any process.
 
@@ -53,6 +61,7 @@ class LiveStatus:
         self.heartbeat = heartbeat_seconds
         self.watchers: dict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
         self.task: asyncio.Task[None] | None = None
+        self.closing = False
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self.listen(self._notified, self._wake_all))
@@ -62,6 +71,11 @@ class LiveStatus:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+
+    def close_streams(self) -> None:
+        """Shutting down: every stream ends, after telling its client to reconnect."""
+        self.closing = True
+        self._wake_all()
 
     async def owner_of(self, upload_id: uuid.UUID) -> str | None:
         """Who owns the upload (a stream token is checked against it)."""
@@ -95,9 +109,10 @@ class LiveStatus:
 
     async def follow(
         self, upload: Upload, resume_after: int | None
-    ) -> AsyncIterator[StatusEvent | None]:
+    ) -> AsyncIterator[StatusEvent | Reconnect | None]:
         """The upload's states until a final one: its current state (or, resuming, every
-        state after `resume_after`), then each change as it happens; None for a heartbeat.
+        state after `resume_after`), then each change as it happens; None for a heartbeat,
+        and RECONNECT (then the end) when the process shuts down first.
         """
         with self.watch(upload.id) as changed:
             history = await self.queries.get_upload_history(upload.id, resume_after or 0)
@@ -119,6 +134,9 @@ class LiveStatus:
                     last_id, status = entry.id, entry.status
                     yield StatusEvent(entry.id, upload.id, entry.status, entry.at)
             while status not in FINAL_STATUSES:
+                if self.closing:
+                    yield RECONNECT
+                    return
                 try:
                     await asyncio.wait_for(changed.wait(), self.heartbeat)
                 except TimeoutError:

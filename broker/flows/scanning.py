@@ -112,6 +112,7 @@ class MalwareScanner:
             for task in waiting:
                 task.cancel()
             await asyncio.gather(*waiting, return_exceptions=True)
+            await self._release_claims()
 
     async def _start_round(self) -> list[asyncio.Task[Outcome]]:
         free = self.limits.concurrency - self.in_flight
@@ -228,3 +229,11 @@ class MalwareScanner:
                 extra={"upload_id": str(upload_id), "signature": verdict.signature},
             )
         return outcome
+
+    async def _release_claims(self) -> None:
+        """Stopping: hand back what this process still holds, so another process takes it
+        at once rather than when the lease runs out."""
+        try:
+            await self.queries.release_scan_leases(self.name)
+        except errors.DatabaseUnavailable:
+            log.warning("scanning.release_failed")  # the leases run out instead

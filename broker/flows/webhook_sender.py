@@ -160,6 +160,7 @@ class WebhookSender:
             for task in waiting:
                 task.cancel()
             await asyncio.gather(*waiting, return_exceptions=True)
+            await self._release_claims()
             await self.recorder.aclose()
 
     async def _start_round(self) -> list[asyncio.Task[Attempt]]:
@@ -259,3 +260,11 @@ class WebhookSender:
             http_status=result.status,
             error=result.error or (f"HTTP {result.status}" if result.status else None),
         )
+
+    async def _release_claims(self) -> None:
+        """Stopping: hand back what this process still holds, so another process takes it
+        at once rather than when the lease runs out."""
+        try:
+            await self.queries.release_webhook_leases(self.name)
+        except errors.DatabaseUnavailable:
+            log.warning("webhooks.release_failed")  # the leases run out instead

@@ -291,6 +291,14 @@ class MemoryWebhooks:
             return None
         return stored if stored.lease_owner == lease_owner else None
 
+    async def release_webhook_leases(self, sender: str) -> None:
+        self._check()
+        for stored in self.deliveries.values():
+            owner = stored.lease_owner
+            if owner is not None and owner.startswith(f"{sender}/"):
+                if stored.delivery.status is DeliveryStatus.PENDING:
+                    stored.leased_until = stored.lease_owner = None
+
     async def mark_webhooks_delivered(
         self, attempts: Sequence[DeliveredAttempt]
     ) -> dict[int, datetime]:

@@ -552,6 +552,12 @@ class MemoryQueries(MemoryWebhooks):
         job.last_error = error
         return True
 
+    async def release_scan_leases(self, scanner: str) -> None:
+        self._check()
+        for job in self.scan_jobs.values():
+            if job.lease_owner is not None and job.lease_owner.startswith(f"{scanner}/"):
+                job.leased_until = job.lease_owner = None
+
     async def drop_scan_job(self, upload_id: uuid.UUID, *, lease_owner: str) -> None:
         self._check()
         if self._held_job(upload_id, lease_owner) is not None:

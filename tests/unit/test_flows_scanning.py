@@ -4,6 +4,9 @@ skips (fail-open), leases guard every verdict, and admins release or delete."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
 from broker.domain import errors
@@ -111,3 +114,28 @@ async def test_admins_release_or_delete_a_quarantined_file(flows):
     assert upload.object_key in flows.store.deleted
     history = await flows.queries.get_upload_history(released)
     assert (history[-1].actor, history[-1].detail) == ("admin:root", {"reason": "false positive"})
+
+
+async def test_a_scanner_that_stops_hands_its_jobs_back_at_once(flows):
+    upload_id = await verified(flows, b"hello there")
+    started, release = threading.Event(), threading.Event()
+    scan = flows.engine.scan
+
+    def slow_scan(chunks):
+        started.set()
+        release.wait(5)
+        return scan(chunks)
+
+    flows.engine.scan = slow_scan
+    running = asyncio.create_task(flows.scanner.run_forever())
+    while not started.is_set():
+        await asyncio.sleep(0.01)
+    assert flows.queries.scan_jobs[upload_id].lease_owner is not None
+
+    running.cancel()  # shutting down, mid-scan
+    await asyncio.gather(running, return_exceptions=True)
+    release.set()
+
+    job = flows.queries.scan_jobs[upload_id]
+    assert (job.lease_owner, job.leased_until) == (None, None)  # due again, not in 150 s
+    assert await flows.scanner.scan_due() == [Outcome.FINALIZED]

@@ -50,6 +50,7 @@ FIXED_VALUES: dict[str, object] = {
     "idempotency_key": None,
     "request_hash": "0" * 64,
     "pending_seconds": PENDING_TTL_SECONDS,
+    "check_after_seconds": 900.0 + 30.0,  # the default URL lifetime + the check grace
 }
 
 

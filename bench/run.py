@@ -38,14 +38,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import httpx
 
-from bench import content, listing, multipart, webhooks
+from bench import content, listing, multipart, sse, webhooks
 from broker import auth, config
 from broker.adapters import migrate, storage
 from broker.dev import clamd, devstack
@@ -57,8 +57,9 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 # BENCH_ONLY=webhooks: the app-webhook section alone (bench/webhooks.py).
 # BENCH_ONLY=webhook-burst: its burst of deliveries alone.
 # BENCH_ONLY=content: content sniffing's cost and malware-scan throughput (bench/content.py).
+# BENCH_ONLY=sse: 10,000 idle live-status streams: memory, idle CPU, fan-out (bench/sse.py).
 ONLY = os.environ.get("BENCH_ONLY", "")
-KNOWN_ONLY = ("", "listing", "webhooks", "webhook-burst", "content")
+KNOWN_ONLY = ("", "listing", "webhooks", "webhook-burst", "content", "sse")
 if ONLY not in KNOWN_ONLY:
     raise SystemExit(f"BENCH_ONLY={ONLY!r}: only {', '.join(map(repr, KNOWN_ONLY[1:]))} are known")
 BIN = Path(sys.executable).parent
@@ -672,6 +673,15 @@ def webhook_burst(stack: Stack, wrk: str) -> list[str]:
         raise BenchError(str(exc)) from exc
 
 
+def sse_section(stack: Stack) -> list[str]:
+    try:
+        return sse.run(
+            stack.broker.base_url, stack.postgres.url, stack.token, stack.broker.process.pid
+        )
+    except sse.SseBenchError as exc:
+        raise BenchError(str(exc)) from exc
+
+
 def content_section(stack: Stack) -> list[str]:
     try:
         return content.run(stack.broker.base_url, stack.postgres.url, stack.token)
@@ -697,21 +707,16 @@ def main() -> int:
     try:
         wrk = ensure_wrk()
         with running_stack(workdir) as stack:
-            if ONLY == "listing":
-                print("\n".join(listing_section(stack)))
-                keep = False
-                return 0
-            if ONLY == "webhooks":
-                print("\n".join(webhook_section(stack, wrk)))
-                keep = False
-                return 0
-            if ONLY == "webhook-burst":
-                print("\n".join(webhook_burst(stack, wrk)))
-                keep = False
-                return 0
-            if ONLY == "content":
+            if ONLY:
+                only: dict[str, Callable[[], list[str]]] = {
+                    "listing": lambda: listing_section(stack),
+                    "webhooks": lambda: webhook_section(stack, wrk),
+                    "webhook-burst": lambda: webhook_burst(stack, wrk),
+                    "content": lambda: content_section(stack),
+                    "sse": lambda: sse_section(stack),
+                }
                 load_before = os.getloadavg()[0]
-                print("\n".join(content_section(stack)))
+                print("\n".join(only[ONLY]()))
                 print(
                     f"load average (1 min) {load_before:.2f} before the section,"
                     f" {os.getloadavg()[0]:.2f} after; nproc {len(os.sched_getaffinity(0))}"

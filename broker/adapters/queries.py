@@ -366,6 +366,16 @@ class Queries:
     async def schedule_upload_check(self, upload_id: uuid.UUID, *, seconds: float) -> None:
         await self._rows("schedule_upload_check", id=upload_id, seconds=seconds)
 
+    async def latest_history_id(self) -> int:
+        row = await self._row("latest_history_id")
+        assert row is not None
+        return int(row[0])
+
+    async def uploads_changed_since(self, after_id: int) -> tuple[list[uuid.UUID], int]:
+        row = await self._row("uploads_changed_since", after_id=after_id)
+        assert row is not None
+        return list(row[0]), int(row[1])
+
     # ---- malware scanning (migration 0009): the jobs, the verdicts, the admins' decisions
 
     async def claim_scan_jobs(

@@ -507,6 +507,16 @@ LIMIT :limit;
 -- Every state an upload went through, oldest first, with who moved it and why.
 SELECT id, status, actor, detail, at FROM upload_history WHERE upload_id = :id ORDER BY id;
 
+-- name: latest_history_id
+-- Where the live streams' safety net starts: the newest history id now.
+SELECT coalesce(max(id), 0) FROM upload_history;
+
+-- name: uploads_changed_since
+-- The live streams' safety net, once per heartbeat interval and process: the uploads with a
+-- state change after :after_id (a primary-key range), and the newest id seen.
+SELECT coalesce(array_agg(DISTINCT upload_id), '{}'::uuid[]), coalesce(max(id), :after_id)
+FROM upload_history WHERE id > :after_id;
+
 -- name: get_upload_history_after
 -- The state changes of one upload after a given history id (its SSE stream), oldest first.
 SELECT id, status, actor, detail, at FROM upload_history

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from broker.domain.model import FINAL_STATUSES, Upload, UploadStatus
+from broker.domain import errors
+from broker.domain.model import FINAL_STATUSES, HistoryEntry, Upload, UploadStatus
 from broker.flows.ports import Queries
 
 log = logging.getLogger("broker.live")
@@ -47,39 +48,66 @@ class Reconnect:
 RECONNECT = Reconnect()
 
 
+class Watch:
+    """One stream's place: what it has seen, what a shared read found for it, and whether a
+    heartbeat is due. Small on purpose: a process holds one per open stream."""
+
+    __slots__ = ("beat", "event", "last_id", "pending")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.last_id = 0
+        self.pending: list[HistoryEntry] = []
+        self.beat = False
+
+
 class LiveStatus:
     """Wakes the streams watching an upload whenever its state changes, in any process.
 
-    A NOTIFY only says "look again": streams read what changed from the upload's history,
-    so a notification lost while the listening connection reconnects delays an event
-    (until the stream's next heartbeat re-check), never loses it.
+    A NOTIFY says "look again": one read of the upload's history serves every stream that
+    watches it. Nothing is read per stream after it opens: one ticker gives every stream its
+    heartbeat, and once per heartbeat interval asks the database which uploads changed
+    since the last tick (one query per process), so a notification lost while the
+    listening connection reconnects delays an event by one interval, never loses it.
     """
 
     def __init__(self, queries: Queries, listen: Listen, heartbeat_seconds: float) -> None:
         self.queries = queries
         self.listen = listen
         self.heartbeat = heartbeat_seconds
-        self.watchers: dict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
-        self.task: asyncio.Task[None] | None = None
+        self.watchers: dict[uuid.UUID, set[Watch]] = defaultdict(set)
+        self.tasks: set[asyncio.Task[None]] = set()
+        # upload id -> whether another read was asked for while one is running
+        self.reading: dict[uuid.UUID, bool] = {}
+        self.seen_history_id: int | None = None
         self.closing = False
 
     async def start(self) -> None:
-        self.task = asyncio.create_task(self.listen(self._notified, self._wake_all))
+        # The safety net starts from now: any change after this is seen by a tick.
+        self.seen_history_id = await self.queries.latest_history_id()
+        self._spawn(self.listen(self._notified, self._wake_all))
+        self._spawn(self._tick_forever())
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def close_streams(self) -> None:
         """Shutting down: every stream ends, after telling its client to reconnect."""
         self.closing = True
-        self._wake_all()
+        for watches in self.watchers.values():
+            for watch in watches:
+                watch.event.set()
 
     async def owner_of(self, upload_id: uuid.UUID) -> str | None:
         """Who owns the upload (a stream token is checked against it)."""
         return await self.queries.get_upload_owner(upload_id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _notified(self, payload: str) -> None:
         try:
@@ -87,23 +115,74 @@ class LiveStatus:
         except (ValueError, KeyError, TypeError):
             log.warning("live.bad_payload", extra={"payload": payload[:200]})
             return
-        for event in self.watchers.get(upload_id, ()):
-            event.set()
+        self._read(upload_id)
 
     def _wake_all(self) -> None:
-        for events in self.watchers.values():
-            for event in events:
-                event.set()
+        """The listening connection (re)connected: what it missed is read for everyone."""
+        for upload_id in list(self.watchers):
+            self._read(upload_id)
+
+    def _read(self, upload_id: uuid.UUID) -> None:
+        """Read the upload's new history once for all its streams (or once more after the
+        read in progress, which may have started before the change)."""
+        if upload_id not in self.watchers:
+            return
+        if upload_id in self.reading:
+            self.reading[upload_id] = True
+            return
+        self.reading[upload_id] = False
+        self._spawn(self._read_for_watchers(upload_id))
+
+    async def _read_for_watchers(self, upload_id: uuid.UUID) -> None:
+        try:
+            while watches := self.watchers.get(upload_id):
+                after = min(watch.last_id for watch in watches)
+                try:
+                    entries = await self.queries.get_upload_history(upload_id, after)
+                except errors.DatabaseUnavailable:
+                    log.warning("live.read_failed", extra={"upload_id": str(upload_id)})
+                    return  # the next tick asks again
+                for watch in self.watchers.get(upload_id, ()):
+                    if any(entry.id > watch.last_id for entry in entries):
+                        watch.pending.extend(entries)
+                        watch.event.set()
+                if not self.reading.get(upload_id):
+                    return
+                self.reading[upload_id] = False
+        finally:
+            self.reading.pop(upload_id, None)
+
+    async def _tick_forever(self) -> None:
+        """Every heartbeat interval: a heartbeat for every stream, and one query for the
+        uploads that changed since the last tick (what a lost NOTIFY would hide)."""
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            for watches in self.watchers.values():
+                for watch in watches:
+                    watch.beat = True
+                    watch.event.set()
+            try:
+                if self.seen_history_id is None:
+                    self.seen_history_id = await self.queries.latest_history_id()
+                    continue
+                changed, self.seen_history_id = await self.queries.uploads_changed_since(
+                    self.seen_history_id
+                )
+            except errors.DatabaseUnavailable:
+                log.warning("live.tick_failed")
+                continue
+            for upload_id in changed:
+                self._read(upload_id)
 
     @contextlib.contextmanager
-    def watch(self, upload_id: uuid.UUID) -> Iterator[asyncio.Event]:
-        """An event set whenever the upload may have changed; clear it before re-reading."""
-        event = asyncio.Event()
-        self.watchers[upload_id].add(event)
+    def watch(self, upload_id: uuid.UUID) -> Iterator[Watch]:
+        """A stream's Watch of the upload, registered until the stream ends."""
+        watch = Watch()
+        self.watchers[upload_id].add(watch)
         try:
-            yield event
+            yield watch
         finally:
-            self.watchers[upload_id].discard(event)
+            self.watchers[upload_id].discard(watch)
             if not self.watchers[upload_id]:
                 del self.watchers[upload_id]
 
@@ -114,7 +193,7 @@ class LiveStatus:
         state after `resume_after`), then each change as it happens; None for a heartbeat,
         and RECONNECT (then the end) when the process shuts down first.
         """
-        with self.watch(upload.id) as changed:
+        with self.watch(upload.id) as watch:
             history = await self.queries.get_upload_history(upload.id, resume_after or 0)
             if resume_after is None:
                 # A new stream starts with the current state, under the latest event's id.
@@ -133,16 +212,22 @@ class LiveStatus:
                 for entry in history:
                     last_id, status = entry.id, entry.status
                     yield StatusEvent(entry.id, upload.id, entry.status, entry.at)
+            watch.last_id = last_id
             while status not in FINAL_STATUSES:
                 if self.closing:
                     yield RECONNECT
                     return
-                try:
-                    await asyncio.wait_for(changed.wait(), self.heartbeat)
-                except TimeoutError:
-                    yield HEARTBEAT
-                changed.clear()
-                # A missed NOTIFY only delays: every wake-up and heartbeat re-reads history.
-                for entry in await self.queries.get_upload_history(upload.id, last_id):
-                    last_id, status = entry.id, entry.status
-                    yield StatusEvent(entry.id, upload.id, entry.status, entry.at)
+                await watch.event.wait()
+                watch.event.clear()
+                if self.closing:
+                    continue
+                found, watch.pending = watch.pending, []
+                for entry in found:
+                    if entry.id > last_id:  # a shared read may bring what was seen
+                        last_id, status = entry.id, entry.status
+                        watch.last_id = last_id
+                        yield StatusEvent(entry.id, upload.id, entry.status, entry.at)
+                if watch.beat:
+                    watch.beat = False
+                    if not found:
+                        yield HEARTBEAT

@@ -215,6 +215,14 @@ class Queries(Protocol):
         """The parts of a pending upload of undeclared size, known when they are joined."""
         ...
 
+    async def latest_history_id(self) -> int:
+        """The newest upload history id (0 when there is none)."""
+        ...
+
+    async def uploads_changed_since(self, after_id: int) -> tuple[list[uuid.UUID], int]:
+        """The uploads with a history entry after `after_id`, and the newest id seen."""
+        ...
+
     async def claim_unchecked_pending_upload(self) -> Upload | None:
         """A pending upload due for its early check (its URLs expired), row-locked."""
         ...

@@ -651,6 +651,17 @@ class MemoryQueries(MemoryWebhooks):
         stale = self._stale()
         return stale[0] if stale else None
 
+    async def latest_history_id(self) -> int:
+        self._check()
+        return max((entry.id for _, entry in self.history), default=0)
+
+    async def uploads_changed_since(self, after_id: int) -> tuple[list[uuid.UUID], int]:
+        self._check()
+        later = [(upload_id, entry.id) for upload_id, entry in self.history if entry.id > after_id]
+        return list(dict.fromkeys(u for u, _ in later)), max(
+            (i for _, i in later), default=after_id
+        )
+
     async def claim_unchecked_pending_upload(self) -> Upload | None:
         self._check()
         due = sorted(

@@ -171,17 +171,21 @@ async def test_a_reconnected_listener_wakes_every_stream(flows):
         assert (await asyncio.wait_for(waiting, 5)).status is UploadStatus.FINALIZED
 
 
-async def test_only_a_notification_of_the_watched_upload_wakes_its_streams(flows):
+async def test_a_notification_of_a_watched_upload_is_read_once_for_all_its_streams(
+    flows, monkeypatch
+):
     created = await create(flows)
     other = await create(flows)
+    reads = history_reads(flows, monkeypatch)
     async with driven(flows) as (status, listener):
-        with status.watch(created.record.id) as woken:
+        with status.watch(created.record.id) as first, status.watch(created.record.id) as second:
             for payload in ["not json", json.dumps({"no": "id"}), notice(other.record.id)]:
-                listener.on_notify(payload)
-            assert not woken.is_set()
-
+                listener.on_notify(payload)  # nobody watches `other`: nothing is read
             listener.on_notify(notice(created.record.id))
-            assert woken.is_set()
+
+            await asyncio.wait_for(first.event.wait(), 5)
+            assert second.event.is_set() and second.pending == first.pending
+            assert reads.qsize() == 1  # one history read serves both streams
         assert status.watchers == {}
 
 
@@ -214,3 +218,17 @@ async def test_a_stream_started_from_a_stale_read_still_reaches_the_final_status
 def notice(upload_id: uuid.UUID) -> str:
     """The NOTIFY payload of migration 0004's trigger."""
     return json.dumps({"upload_id": str(upload_id), "event_id": 0, "status": "finalized"})
+
+
+async def test_idle_streams_get_heartbeats_without_reading_history(flows, monkeypatch):
+    """10,000 idle streams must cost next to nothing: a heartbeat reads no history."""
+    uploads = [await create(flows) for _ in range(20)]
+    async with driven(flows, heartbeat_seconds=0.01) as (status, _):
+        streams = [status.follow(u.record, None) for u in uploads]
+        for stream in streams:
+            await anext(stream)  # the current state: one read each, when the stream opens
+        reads = history_reads(flows, monkeypatch)
+        for _ in range(3):
+            for stream in streams:
+                assert await asyncio.wait_for(anext(stream), 5) is live.HEARTBEAT
+        assert reads.qsize() == 0

@@ -1,7 +1,8 @@
 """The real PostgreSQL and MinIO the suite runs against, and the broker serving on a real port.
 
 Services come from, in order: environment variables (BROKER_TEST_*), testcontainers when
-a Docker engine answers, or the local binaries started by the same code as `make run`.
+a Docker engine answers and already holds the real PostgreSQL and MinIO images, or the local
+binaries started by the same code as `make run`.
 """
 
 from __future__ import annotations
@@ -52,11 +53,40 @@ class Services:
         return f"http://127.0.0.1:{self.page_port}"
 
 
-def _docker_answers() -> bool:
+POSTGRES_IMAGE = "postgres:15"
+# The label tests/compose/ puts on the stand-in base images it builds from Debian packages
+# where no registry answers: they are for the compose test only, never for testcontainers.
+STAND_IN_LABEL = "org.broker.stand-in"
+
+
+def _minio_image() -> str:
+    return os.environ.get("BROKER_TEST_MINIO_IMAGE", "minio/minio:latest")
+
+
+def _real_image_present(image: str) -> bool:
+    """Whether the engine holds `image` locally and it is not one of our stand-ins.
+
+    Only local images count: a pull may hang where no registry is reachable, and a Docker
+    engine answering does not mean the images the containers need can be had.
+    """
+    probe = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=20,
+    )
+    return probe.returncode == 0 and STAND_IN_LABEL not in probe.stdout
+
+
+def _containers_available() -> bool:
+    """A Docker engine answers and already has the real PostgreSQL and MinIO images."""
     if not shutil.which("docker"):
         return False
     probe = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=20)
-    return probe.returncode == 0
+    if probe.returncode != 0:
+        return False
+    return all(_real_image_present(image) for image in (POSTGRES_IMAGE, _minio_image()))
 
 
 @contextmanager
@@ -91,12 +121,12 @@ def from_containers() -> Iterator[Services]:
         webhook_token=token,
         cors_origins=f"http://127.0.0.1:{page_port}",
     ).environment()
-    minio = DockerContainer(os.environ.get("BROKER_TEST_MINIO_IMAGE", "minio/minio:latest"))
+    minio = DockerContainer(_minio_image())
     for key, value in minio_env.items():
         minio.with_env(key, value)
     minio.with_command("server /data/minio").with_exposed_ports(9000)
     minio.with_kwargs(extra_hosts={"host.docker.internal": "host-gateway"})
-    with PostgresContainer("postgres:15", driver=None) as pg, minio:
+    with PostgresContainer(POSTGRES_IMAGE, driver=None) as pg, minio:
         wait_for_logs(minio, "API:")
         yield Services(
             database_url=pg.get_connection_url(),
@@ -153,7 +183,7 @@ def services(state_dir: Path) -> Iterator[Services]:
     if os.environ.get("BROKER_TEST_DATABASE_URL"):
         with from_environment() as found:
             yield found
-    elif _docker_answers():
+    elif _containers_available():
         with from_containers() as found:
             yield found
     else:

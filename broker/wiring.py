@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -142,22 +142,43 @@ def _waiting(what: str, settings: Settings) -> tenacity.AsyncRetrying:
     )
 
 
+@contextmanager
+def _never_ready(what: str, settings: Settings) -> Iterator[None]:
+    """One clear error line, naming the dependency and the timeout, when the wait gives up
+    (the exception still ends the start: a container exits non-zero)."""
+    try:
+        yield
+    except Exception as exc:
+        log.error(
+            "startup.failed",
+            extra={
+                "for": what,
+                "detail": f"{what} did not become ready within "
+                f"{settings.startup_timeout_seconds:g} s (BROKER_STARTUP_TIMEOUT_SECONDS)",
+                "error": repr(exc),
+            },
+        )
+        raise
+
+
 @asynccontextmanager
 async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> AsyncIterator[Flows]:
     """The use cases on a pool and a storage client, once PostgreSQL and MinIO answer
     (retried until BROKER_STARTUP_TIMEOUT_SECONDS); the pool is closed on the way out."""
     database: db.Database | None = None
-    async for attempt in _waiting("postgres", settings):
-        with attempt:
-            database = await db.Database.connect(
-                settings.database_url, min_size=pool_min, max_size=pool_max
-            )
+    with _never_ready("postgres", settings):
+        async for attempt in _waiting("postgres", settings):
+            with attempt:
+                database = await db.Database.connect(
+                    settings.database_url, min_size=pool_min, max_size=pool_max
+                )
     assert database is not None
     try:
         store = storage.Storage(settings)
-        async for attempt in _waiting("minio", settings):
-            with attempt:
-                await store.ping()
+        with _never_ready("minio", settings):
+            async for attempt in _waiting("minio", settings):
+                with attempt:
+                    await store.ping()
         poster = webhook_poster(settings)
         try:
             yield build(

@@ -5,10 +5,11 @@ The API (app.py's lifespan) and the operators' commands (ops/commands.py) both s
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -142,12 +143,15 @@ def _waiting(what: str, settings: Settings) -> tenacity.AsyncRetrying:
     )
 
 
-@contextmanager
-def _never_ready(what: str, settings: Settings) -> Iterator[None]:
-    """One clear error line, naming the dependency and the timeout, when the wait gives up
-    (the exception still ends the start: a container exits non-zero)."""
+@asynccontextmanager
+async def _within_startup_timeout(what: str, settings: Settings) -> AsyncIterator[None]:
+    """The whole wait for `what` bounded by BROKER_STARTUP_TIMEOUT_SECONDS, an attempt that
+    hangs included (a frozen server accepts the connection and never answers); one clear
+    error line, naming the dependency and the setting, when it gives up (the exception still
+    ends the start: a container exits non-zero)."""
     try:
-        yield
+        async with asyncio.timeout(settings.startup_timeout_seconds):
+            yield
     except Exception as exc:
         log.error(
             "startup.failed",
@@ -166,7 +170,7 @@ async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> Asyn
     """The use cases on a pool and a storage client, once PostgreSQL and MinIO answer
     (retried until BROKER_STARTUP_TIMEOUT_SECONDS); the pool is closed on the way out."""
     database: db.Database | None = None
-    with _never_ready("postgres", settings):
+    async with _within_startup_timeout("postgres", settings):
         async for attempt in _waiting("postgres", settings):
             with attempt:
                 database = await db.Database.connect(
@@ -175,7 +179,7 @@ async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> Asyn
     assert database is not None
     try:
         store = storage.Storage(settings)
-        with _never_ready("minio", settings):
+        async with _within_startup_timeout("minio", settings):
             async for attempt in _waiting("minio", settings):
                 with attempt:
                     await store.ping()

@@ -15,6 +15,7 @@ missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker >/dev/null || missing+=(docker.io)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+[ -x /usr/bin/chromium ] || missing+=(chromium)  # /docs rendered from the image
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "make compose-test needs: sudo apt-get install -y ${missing[*]}" >&2

@@ -39,7 +39,7 @@ rootfs() {
         --aptopt='APT::Install-Recommends "false"' \
         --customize-hook='if [ -n "$(ls /usr/local/share/ca-certificates 2>/dev/null)" ]; then
             cp -r /usr/local/share/ca-certificates/. "$1/usr/local/share/ca-certificates/"
-            chroot "$1" update-ca-certificates >/dev/null; fi' \
+            chroot "$1" update-ca-certificates >/dev/null 2>&1; fi' \
         bookworm "$tar"
     docker import --change "LABEL $LABEL=rootfs" "$tar" "$tag" >/dev/null
     rm -f "$tar"

@@ -147,7 +147,8 @@ def test_compose_broker_exits_and_health_names_the_dependency_that_never_answers
     user_stack.compose("pause", "postgres")
     try:
         late = user_stack.compose(
-            "run", "--rm", "--no-deps", "--env", "BROKER_STARTUP_TIMEOUT_SECONDS=5", "broker",
+            "run", "--rm", "--no-deps", "--no-TTY", "--env", "BROKER_STARTUP_TIMEOUT_SECONDS=5",
+            "broker",
             check=False, timeout=120,
         )  # fmt: skip
         said = late.stdout + late.stderr
@@ -175,7 +176,8 @@ def test_compose_broker_exits_and_health_names_the_dependency_that_never_answers
 
     stack.wait_for("/readyz naming minio", names_minio, timeout=30)
     late = user_stack.compose(
-        "run", "--rm", "--no-deps", "--env", "BROKER_STARTUP_TIMEOUT_SECONDS=5", "broker",
+        "run", "--rm", "--no-deps", "--no-TTY", "--env", "BROKER_STARTUP_TIMEOUT_SECONDS=5",
+        "broker",
         check=False, timeout=120,
     )  # fmt: skip
     said = late.stdout + late.stderr

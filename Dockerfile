@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The broker API. The same image runs `broker init` (migrations, bucket, webhook
 # subscription) as the compose stack's one-shot `migrate` service.
 

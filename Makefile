@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Installs the Debian packages a target needs when missing (as root; otherwise says how).
 PACKAGES := PYTHON=$(PYTHON) .ci/system-packages
 
-.PHONY: run test test-unit web token broker lint docker-lint bench venv minio clean
+.PHONY: run test test-unit web token broker lint docker-lint compose-test bench venv minio clean
 
 $(STAMP): pyproject.toml
 	@$(PACKAGES) venv
@@ -67,8 +67,14 @@ lint: $(STAMP)
 
 ## docker-lint: validate compose.yaml against the compose-spec schema and lint the Dockerfile
 docker-lint: $(STAMP)
-	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
-	$(BIN)/hadolint Dockerfile Dockerfile.minio
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml compose.dev.yaml
+	$(BIN)/hadolint Dockerfile Dockerfile.minio tests/compose/stand-ins/*.Dockerfile
+
+## compose-test: build the images and run compose.yaml as users do: a round trip through the
+## containers, a restart, the dev override's hot reload, bad configuration (root: docker.io,
+## Compose v2 and dockerd are set up when missing; docs/testing.md)
+compose-test: $(STAMP)
+	tests/compose/run.sh $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@$(PACKAGES) bench

@@ -98,6 +98,9 @@ def create_app(settings: Settings, after_startup: Callable[[], None] | None = No
         version="0.1.0",
         lifespan=lifespan,
         telemetry=fastapi_telemetry(),
+        # /docs is broker.api.api_docs: Swagger UI with assets served here, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.add_middleware(RequestContext)

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("policies_file", mode="before")
+    @classmethod
+    def _no_file_when_empty(cls, value: object) -> object:
+        # `BROKER_POLICIES_FILE=` (as in .env.example) means none, not the folder ".".
+        return None if value == "" else value
+
     @field_validator("allowed_content_types")
     @classmethod
     def _check_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ The API (app.py's lifespan) and the operators' commands (ops/commands.py) both s
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -161,21 +162,45 @@ def _waiting(what: str, settings: Settings) -> tenacity.AsyncRetrying:
 
 
 @asynccontextmanager
+async def _within_startup_timeout(what: str, settings: Settings) -> AsyncIterator[None]:
+    """The whole wait for `what` bounded by BROKER_STARTUP_TIMEOUT_SECONDS, an attempt that
+    hangs included (a frozen server accepts the connection and never answers); one clear
+    error line, naming the dependency and the setting, when it gives up (the exception still
+    ends the start: a container exits non-zero)."""
+    try:
+        async with asyncio.timeout(settings.startup_timeout_seconds):
+            yield
+    except Exception as exc:
+        log.error(
+            "startup.failed",
+            extra={
+                "for": what,
+                "detail": f"{what} did not become ready within "
+                f"{settings.startup_timeout_seconds:g} s (BROKER_STARTUP_TIMEOUT_SECONDS)",
+                "error": repr(exc),
+            },
+        )
+        raise
+
+
+@asynccontextmanager
 async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> AsyncIterator[Flows]:
     """The use cases on a pool and a storage client, once PostgreSQL and MinIO answer
     (retried until BROKER_STARTUP_TIMEOUT_SECONDS); the pool is closed on the way out."""
     database: db.Database | None = None
-    async for attempt in _waiting("postgres", settings):
-        with attempt:
-            database = await db.Database.connect(
-                settings.database_url, min_size=pool_min, max_size=pool_max
-            )
+    async with _within_startup_timeout("postgres", settings):
+        async for attempt in _waiting("postgres", settings):
+            with attempt:
+                database = await db.Database.connect(
+                    settings.database_url, min_size=pool_min, max_size=pool_max
+                )
     assert database is not None
     try:
         store = storage.Storage(settings)
-        async for attempt in _waiting("minio", settings):
-            with attempt:
-                await store.ping()
+        async with _within_startup_timeout("minio", settings):
+            async for attempt in _waiting("minio", settings):
+                with attempt:
+                    await store.ping()
         poster = webhook_poster(settings)
         try:
             yield build(

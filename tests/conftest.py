@@ -4,6 +4,7 @@ them, its own database (copied from a template migrated once), bucket and broker
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 import uuid
@@ -25,6 +26,9 @@ from broker.adapters import storage
 from broker.dev import clamd
 from tests import services
 from tests.tcp_proxy import TcpProxy
+
+# tests/compose builds and runs the Docker images: `make compose-test` runs it on its own.
+collect_ignore = [] if os.environ.get("BROKER_COMPOSE_TEST") else ["compose"]
 
 # Property tests run in full by default (`make test`); `make test-unit`, the quick loop that
 # must stay under 10 s, samples fewer examples with --hypothesis-profile=quick.

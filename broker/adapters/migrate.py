@@ -10,8 +10,18 @@ from pathlib import Path
 
 import asyncpg
 
-# migrations/ of the repository, installed as the broker.migrations package (see pyproject.toml).
-DEFAULT_DIR = Path(str(importlib.resources.files("broker.migrations")))
+
+def _default_dir() -> Path:
+    """migrations/ of the repository: installed as the broker.migrations package (see
+    pyproject.toml), or beside broker/ in a source tree put on the path without installing
+    it (compose.dev.yaml's hot-reloading broker runs the mounted source that way)."""
+    try:
+        return Path(str(importlib.resources.files("broker.migrations")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "migrations"
+
+
+DEFAULT_DIR = _default_dir()
 FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 UP_MARK = "-- migrate:up"
 DOWN_MARK = "-- migrate:down"

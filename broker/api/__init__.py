@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from broker.api import (
     admin,
+    api_docs,
     companion,
     health,
     ops,
@@ -27,4 +28,5 @@ ROUTERS = (
     health.router,
     ops.router,
     companion.router,
+    api_docs.router,
 )

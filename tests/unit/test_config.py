@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from broker import config
@@ -34,6 +36,16 @@ def test_settings_defaults(env):
     assert settings.max_upload_bytes == 5 * 1024**3
     assert settings.public_endpoint == "http://127.0.0.1:9000"
     assert policies.default_policy(settings).allows_content_type("video/mp4")
+
+
+def test_settings_from_a_copy_of_env_example_are_the_defaults(env, tmp_path):
+    # `cp .env.example .env` (its empty lines included) must configure what no .env does.
+    example = Path(__file__).parents[2] / ".env.example"
+    (tmp_path / ".env").write_text(example.read_text())
+    from_example = config.load_settings()
+    (tmp_path / ".env").unlink()
+    assert from_example == config.load_settings()
+    assert from_example.policies_file is None
 
 
 def test_settings_content_type_patterns(env):

@@ -25,6 +25,10 @@ RUN pip install --no-deps .
 
 FROM python:3.11.16-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# libmagic: content sniffing at finalization (python-magic loads it when the broker starts).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libmagic1=1:5.44-3 \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 broker \
  && useradd --system --no-log-init --uid 10001 --gid broker \
       --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin broker

@@ -18,6 +18,7 @@ from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker import api, wiring
+from broker.api import status_stream
 from broker.config import Settings
 from broker.domain import errors
 from broker.domain.policies import load_policies
@@ -103,6 +104,8 @@ def create_app(settings: Settings, after_startup: Callable[[], None] | None = No
         redoc_url=None,
     )
     app.state.settings = settings
+    # Innermost: live status streams skip the router (see the class).
+    app.add_middleware(status_stream.StatusStreamShortcut)
     app.add_middleware(RequestContext)
     if settings.cors_origins:
         # Added last, so it is outermost: error responses carry CORS headers too.

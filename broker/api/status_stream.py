@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker import auth
-from broker.api.deps import LiveDep, UploadsDep, bearer_token
+from broker.api.deps import bearer_token, flows_of
 from broker.api.errors_doc import responses
 from broker.domain import errors
 from broker.flows.live import LiveStatus, Reconnect, StatusEvent
@@ -43,6 +46,70 @@ async def _principal(
     raise errors.Unauthorized()
 
 
+async def open_stream(
+    request: Request, upload_id: uuid.UUID, token: str | None, last_event_id: str | None
+) -> AsyncGenerator[bytes, None]:
+    """Authenticate, find the upload (BrokerError otherwise), and return the stream's bytes:
+    the current state at once, then each change, closing on a final state."""
+    flows = flows_of(request)
+    principal = await _principal(request, upload_id, token, flows.live)
+    upload = await flows.uploads.get(principal.subject, upload_id)
+    resume_after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    events = flows.live.follow(upload, resume_after)
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        async for event in events:
+            if event is None:
+                yield b": heartbeat\n\n"
+            elif isinstance(event, Reconnect):
+                # The process is shutting down: EventSource reconnects after this many ms,
+                # through the load balancer to another process, resuming by Last-Event-ID.
+                yield f"retry: {RECONNECT_MS}\n\n".encode()
+            else:
+                yield sse(event)
+
+    return stream()
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the client has gone (the request's own body comes first)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class EventStream(Response):
+    """An SSE response with only what a long idle stream needs.
+
+    Starlette's StreamingResponse keeps an anyio task group and two tasks per response
+    (about 9 KiB); this keeps one pending receive(), which also tells when the client has
+    gone: the stream then ends at its next heartbeat at the latest.
+    """
+
+    def __init__(self, chunks: AsyncGenerator[bytes, None]) -> None:
+        # No content-length (Response would say 0): the body is streamed, chunked.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-store"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self.chunks = chunks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            async for chunk in self.chunks:
+                if gone.done():
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            await self.chunks.aclose()
+
+
 @router.get(
     "/{upload_id}/events",
     response_class=StreamingResponse,
@@ -54,30 +121,52 @@ async def _principal(
 async def upload_events(
     upload_id: uuid.UUID,
     request: Request,
-    service: UploadsDep,
-    live: LiveDep,
     token: Annotated[str | None, Query(description="The events_url token.")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
+) -> Response:
     """Stream the upload's status: the current one at once, then each change, closing on a
-    final state. Authenticate with a Bearer header or the `events_url` token."""
-    principal = await _principal(request, upload_id, token, live)
-    upload = await service.get(principal.subject, upload_id)
-    resume_after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    final state. Authenticate with a Bearer header or the `events_url` token.
 
-    async def stream() -> AsyncIterator[bytes]:
-        async for event in live.follow(upload, resume_after):
-            if event is None:
-                yield b": heartbeat\n\n"
-            elif isinstance(event, Reconnect):
-                # The process is shutting down: EventSource reconnects after this many ms,
-                # through the load balancer to another process, resuming by Last-Event-ID.
-                yield f"retry: {RECONNECT_MS}\n\n".encode()
-            else:
-                yield sse(event)
+    Served by StatusStreamShortcut below, ahead of the router; this route documents it and
+    answers what the shortcut leaves (a malformed id: 422)."""
+    return EventStream(await open_stream(request, upload_id, token, last_event_id))
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+
+EVENTS_PATH = re.compile(r"^/v1/uploads/([0-9a-fA-F-]{36})/events$")
+
+
+class StatusStreamShortcut:
+    """GET /v1/uploads/{id}/events, served before FastAPI's routing.
+
+    A routed request keeps FastAPI's request handling suspended for as long as its response
+    runs: about 10 KiB per open stream, 100 MiB for 10,000 idle streams. This ASGI layer
+    (inside CORS and the request id, so both still apply) answers the stream itself, with
+    the same checks and the same JSON errors.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = EVENTS_PATH.match(scope["path"]) if scope["type"] == "http" else None
+        if match is None or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        try:
+            upload_id = uuid.UUID(match[1])
+        except ValueError:
+            await self.app(scope, receive, send)  # the route's 422
+            return
+        request = Request(scope, receive)
+        try:
+            chunks = await open_stream(
+                request,
+                upload_id,
+                request.query_params.get("token"),
+                request.headers.get("last-event-id"),
+            )
+        except errors.BrokerError as exc:
+            response: Response = JSONResponse(exc.to_body(), status_code=exc.status)
+        else:
+            response = EventStream(chunks)
+        await response(scope, receive, send)

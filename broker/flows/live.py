@@ -213,6 +213,8 @@ class LiveStatus:
                     last_id, status = entry.id, entry.status
                     yield StatusEvent(entry.id, upload.id, entry.status, entry.at)
             watch.last_id = last_id
+            upload_id = upload.id
+            del upload, history  # an idle stream keeps only what it needs (10,000 of them)
             while status not in FINAL_STATUSES:
                 if self.closing:
                     yield RECONNECT
@@ -226,7 +228,7 @@ class LiveStatus:
                     if entry.id > last_id:  # a shared read may bring what was seen
                         last_id, status = entry.id, entry.status
                         watch.last_id = last_id
-                        yield StatusEvent(entry.id, upload.id, entry.status, entry.at)
+                        yield StatusEvent(entry.id, upload_id, entry.status, entry.at)
                 if watch.beat:
                     watch.beat = False
                     if not found:

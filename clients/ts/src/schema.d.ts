@@ -131,6 +131,9 @@ export interface paths {
          * Upload Events
          * @description Stream the upload's status: the current one at once, then each change, closing on a
          *     final state. Authenticate with a Bearer header or the `events_url` token.
+         *
+         *     Served by StatusStreamShortcut below, ahead of the router; this route documents it and
+         *     answers what the shortcut leaves (a malformed id: 422).
          */
         get: operations["upload_events_v1_uploads__upload_id__events_get"];
         put?: never;
@@ -525,7 +528,8 @@ export interface paths {
         };
         /**
          * Readyz
-         * @description PostgreSQL and MinIO both answer; otherwise 503 naming the one that does not.
+         * @description PostgreSQL and MinIO both answer; otherwise 503 naming the one that does not. From
+         *     the moment the process is told to stop (SIGTERM), 503 with `details.draining`.
          */
         get: operations["readyz_readyz_get"];
         put?: never;

@@ -45,7 +45,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench import content, listing, multipart, sse, webhooks
+from bench import content, listing, missed, multipart, sse, webhooks
 from broker import auth, config
 from broker.adapters import migrate, storage
 from broker.dev import clamd, devstack
@@ -58,8 +58,9 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 # BENCH_ONLY=webhook-burst: its burst of deliveries alone.
 # BENCH_ONLY=content: content sniffing's cost and malware-scan throughput (bench/content.py).
 # BENCH_ONLY=sse: 10,000 idle live-status streams: memory, idle CPU, fan-out (bench/sse.py).
+# BENCH_ONLY=missed: both webhook targets off; PUT -> finalized by the reconciler (~2 min).
 ONLY = os.environ.get("BENCH_ONLY", "")
-KNOWN_ONLY = ("", "listing", "webhooks", "webhook-burst", "content", "sse")
+KNOWN_ONLY = ("", "listing", "webhooks", "webhook-burst", "content", "sse", "missed")
 if ONLY not in KNOWN_ONLY:
     raise SystemExit(f"BENCH_ONLY={ONLY!r}: only {', '.join(map(repr, KNOWN_ONLY[1:]))} are known")
 BIN = Path(sys.executable).parent
@@ -263,7 +264,8 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
         asyncio.run(migrate_database(postgres.url))
         storage.Storage(settings).ensure_bucket(list(settings.s3_notify_arns))
         policies_file = workdir / "policies.toml"
-        policies_file.write_text(content.POLICIES)  # the default policy stays the built-in one
+        # the default policy stays the built-in one
+        policies_file.write_text(content.POLICIES + missed.POLICIES)
 
         env = child_environment(
             {
@@ -682,6 +684,13 @@ def sse_section(stack: Stack) -> list[str]:
         raise BenchError(str(exc)) from exc
 
 
+def missed_section(stack: Stack) -> list[str]:
+    try:
+        return missed.run(stack.broker.base_url, stack.settings, stack.token)
+    except missed.MissedBenchError as exc:
+        raise BenchError(str(exc)) from exc
+
+
 def content_section(stack: Stack) -> list[str]:
     try:
         return content.run(stack.broker.base_url, stack.postgres.url, stack.token)
@@ -714,6 +723,7 @@ def main() -> int:
                     "webhook-burst": lambda: webhook_burst(stack, wrk),
                     "content": lambda: content_section(stack),
                     "sse": lambda: sse_section(stack),
+                    "missed": lambda: missed_section(stack),
                 }
                 load_before = os.getloadavg()[0]
                 print("\n".join(only[ONLY]()))
@@ -735,6 +745,8 @@ def main() -> int:
                 multipart.run(workdir, stack.settings, stack.broker.base_url),
                 listing_section(stack),
                 content_section(stack),
+                sse_section(stack),
+                missed_section(stack),
             ]
         print(report(wrk, load_before, runs, fin, sections))
         print(f"run took {time.monotonic() - started:.0f}s")

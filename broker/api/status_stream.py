@@ -125,10 +125,9 @@ async def upload_events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
     """Stream the upload's status: the current one at once, then each change, closing on a
-    final state. Authenticate with a Bearer header or the `events_url` token.
-
-    Served by StatusStreamShortcut below, ahead of the router; this route documents it and
-    answers what the shortcut leaves (a malformed id: 422)."""
+    final state. Authenticate with a Bearer header or the `events_url` token."""
+    # StatusStreamShortcut (below) serves this ahead of the router; the route documents it
+    # and answers what the shortcut leaves (a malformed id: 422).
     return EventStream(await open_stream(request, upload_id, token, last_event_id))
 
 

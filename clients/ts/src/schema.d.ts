@@ -131,9 +131,6 @@ export interface paths {
          * Upload Events
          * @description Stream the upload's status: the current one at once, then each change, closing on a
          *     final state. Authenticate with a Bearer header or the `events_url` token.
-         *
-         *     Served by StatusStreamShortcut below, ahead of the router; this route documents it and
-         *     answers what the shortcut leaves (a malformed id: 422).
          */
         get: operations["upload_events_v1_uploads__upload_id__events_get"];
         put?: never;

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from broker import auth
+from broker.api import security_doc
 from broker.api.deps import LiveDep, UploadsDep, bearer_token
 from broker.api.errors_doc import responses
 from broker.domain import errors
@@ -49,6 +50,7 @@ async def _principal(
         200: {"content": {"text/event-stream": {}}, "description": "The status stream"},
         **responses(401, 404, 422, 503),
     },
+    openapi_extra={"security": security_doc.EVENTS},
 )
 async def upload_events(
     upload_id: uuid.UUID,

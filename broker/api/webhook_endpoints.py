@@ -9,13 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from broker.api.deps import AppWebhooksDep, AuthenticatedRoute, PrincipalDep
+from broker.api.deps import AppWebhooksDep, AdminRoute, PrincipalDep
 from broker.api.errors_doc import responses
 from broker.domain.model import DeliveryStatus, WebhookEventType
 from broker.domain.webhooks import DeliveryFilters, WebhookDelivery, WebhookEndpoint
 from broker.flows.app_webhooks import EndpointChanges
 
-router = APIRouter(prefix="/v1/admin", tags=["webhooks"], route_class=AuthenticatedRoute)
+router = APIRouter(prefix="/v1/admin", tags=["webhooks"], route_class=AdminRoute)
 ERRORS = responses(400, 401, 403, 404, 409, 422, 503)
 
 

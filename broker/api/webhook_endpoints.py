@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from broker.api.deps import AppWebhooksDep, AdminRoute, PrincipalDep
+from broker.api.deps import AdminRoute, AppWebhooksDep, PrincipalDep
 from broker.api.errors_doc import responses
 from broker.domain.model import DeliveryStatus, WebhookEventType
 from broker.domain.webhooks import DeliveryFilters, WebhookDelivery, WebhookEndpoint

@@ -93,7 +93,12 @@ async def minio_webhook(
         return schemas.WebhookResult(outcomes=[Outcome.IGNORED_MALFORMED])
     outcomes = []
     for event in parsed:
-        outcome = await finalizer.apply_event(event)
+        try:
+            outcome = await finalizer.apply_event(event)
+        except errors.InvalidRequest:
+            # A key no upload can have (a NUL character): answered 2xx like any malformed
+            # event, or MinIO's queue would retry it forever.
+            outcome = Outcome.IGNORED_MALFORMED
         log.info(
             "webhook.event",
             extra={"event_name": event.name, "key": event.key, "outcome": outcome},

@@ -170,3 +170,11 @@ def test_every_operation_documents_its_errors_and_security() -> None:
                 continue
             assert "security" in operation, (method, path)
             assert "401" in codes, (method, path)
+
+
+def test_a_nul_character_is_a_422_not_a_500(api, auth_headers: dict[str, str]) -> None:
+    # Found by the fuzzer: PostgreSQL's text refuses NUL, and that failure was a 500.
+    response = api.get("/s3/multipart/x", params={"key": "a\x00b"}, headers=auth_headers)
+    assert response.status_code == 422, response.text
+    listing = api.get("/v1/uploads", params={"metadata[album]": "\x00"}, headers=auth_headers)
+    assert listing.status_code in (200, 422), listing.text

@@ -63,7 +63,7 @@ test-unit: $(STAMP)
 ## make fuzz [EXAMPLES=300] [SEED=n] (make test runs a short derandomized one)
 fuzz: $(STAMP)
 	@$(PACKAGES) test
-	@seed=$${SEED:-$$RANDOM$$RANDOM}; echo "fuzz seed: $$seed (replay: make fuzz SEED=$$seed)"; \
+	@seed=$(or $(SEED),$$RANDOM$$RANDOM); echo "fuzz seed: $$seed (replay: make fuzz SEED=$$seed)"; \
 	BROKER_FUZZ_SEED=$$seed BROKER_FUZZ_EXAMPLES=$(or $(EXAMPLES),300) \
 	$(BIN)/python -m pytest tests/integration/test_openapi_fuzz.py -k every_operation $(PYTEST_ARGS)
 

@@ -36,7 +36,7 @@ from schemathesis.specs.openapi.checks import (
 from broker import auth, config
 from broker.app import create_app
 
-# CI's run, inside `make test`: under a minute on two cores (docs/testing.md has the figure).
+# CI's run, inside `make test`: about 60 s on two cores (docs/testing.md has the figure).
 EXAMPLES = int(os.environ.get("BROKER_FUZZ_EXAMPLES", "25"))
 SEED = os.environ.get("BROKER_FUZZ_SEED")
 CHECKS = [

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Installs the Debian packages a target needs when missing (as root; otherwise says how).
 PACKAGES := PYTHON=$(PYTHON) .ci/system-packages
 
-.PHONY: run test test-unit web token broker lint docker-lint compose-test bench venv minio clean
+.PHONY: run test test-unit fuzz web token broker lint docker-lint compose-test bench venv minio clean
 
 $(STAMP): pyproject.toml
 	@$(PACKAGES) venv
@@ -58,6 +58,14 @@ test: $(STAMP)
 ## test-unit: the use cases on in-memory fakes and the pure rules; no services, under 10 s
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit --hypothesis-profile=quick $(PYTEST_ARGS)
+
+## fuzz: a longer schemathesis run over every API operation, on a random seed (printed):
+## make fuzz [EXAMPLES=300] [SEED=n] (make test runs a short derandomized one)
+fuzz: $(STAMP)
+	@$(PACKAGES) test
+	@seed=$(or $(SEED),$$RANDOM$$RANDOM); echo "fuzz seed: $$seed (replay: make fuzz SEED=$$seed)"; \
+	BROKER_FUZZ_SEED=$$seed BROKER_FUZZ_EXAMPLES=$(or $(EXAMPLES),300) \
+	$(BIN)/python -m pytest tests/integration/test_openapi_fuzz.py -k every_operation $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check broker tests bench examples

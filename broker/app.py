@@ -124,6 +124,7 @@ def create_app(settings: Settings, after_startup: Callable[[], None] | None = No
         # Our routers set their paths and tags themselves, so nothing is lost.
         app.router.routes.extend(router.routes)
     _install_error_handlers(app)
+    api.security_doc.install(app)
     return app
 
 

@@ -137,6 +137,18 @@ def load_queries(path: Path = QUERIES_FILE) -> dict[str, Query]:
     return queries
 
 
+# PostgreSQL's text holds no NUL character (and nothing its encoding cannot): a value the
+# client sent with one cannot be stored or matched, so the request is invalid, not a 500.
+UNSTORABLE_TEXT = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+)
+
+
+def unstorable_text() -> errors.InvalidRequest:
+    return errors.InvalidRequest(details=[{"message": "text must not contain NUL characters"}])
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -195,6 +207,8 @@ class Database:
                 return await self.pool.fetchrow(query.sql, *arguments)
         except UNAVAILABLE_ERRORS as exc:
             raise errors.DatabaseUnavailable() from exc
+        except UNSTORABLE_TEXT as exc:
+            raise unstorable_text() from exc
 
     async def fetch(self, query: Query, arguments: Sequence[Any]) -> list[asyncpg.Record]:
         try:
@@ -202,6 +216,8 @@ class Database:
                 return await self.pool.fetch(query.sql, *arguments)
         except UNAVAILABLE_ERRORS as exc:
             raise errors.DatabaseUnavailable() from exc
+        except UNSTORABLE_TEXT as exc:
+            raise unstorable_text() from exc
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -211,6 +227,8 @@ class Database:
                 yield conn
         except UNAVAILABLE_ERRORS as exc:
             raise errors.DatabaseUnavailable() from exc
+        except UNSTORABLE_TEXT as exc:
+            raise unstorable_text() from exc
 
 
 async def listen_forever(

@@ -11,13 +11,14 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from broker.api import schemas
-from broker.api.deps import AdminDep, AuthenticatedRoute, PrincipalDep
+from broker.api.deps import AdminDep, AdminRoute, PrincipalDep
 from broker.api.errors_doc import responses
 from broker.domain import model
 from broker.domain.model import AdminSort, Outcome, UploadFilters, UploadStatus
 from broker.domain.model import Upload as UploadRecord
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=AuthenticatedRoute)
+router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=AdminRoute)
+PENDING_LONGER_THAN_MAX = 100 * 366 * 86400
 ADMIN_ERRORS = responses(401, 403, 404, 422, 503)
 
 
@@ -76,7 +77,9 @@ class ActionResult(BaseModel):
     upload: AdminUpload
 
 
-@router.get("/uploads", response_model=AdminUploadPage, responses=ADMIN_ERRORS)
+@router.get(
+    "/uploads", response_model=AdminUploadPage, responses=responses(400, 401, 403, 422, 503)
+)
 async def list_uploads(
     service: AdminDep,
     status: UploadStatus | None = None,
@@ -86,7 +89,13 @@ async def list_uploads(
     created_before: datetime | None = None,
     created_after: datetime | None = None,
     pending_longer_than: Annotated[
-        float | None, Query(ge=0, description="Seconds pending (implies status=pending).")
+        float | None,
+        # Bounded: now() minus a larger interval is out of PostgreSQL's timestamp range.
+        Query(
+            ge=0,
+            le=PENDING_LONGER_THAN_MAX,
+            description="Seconds pending (implies status=pending), at most 100 years.",
+        ),
     ] = None,
     q: Annotated[
         str | None,
@@ -176,7 +185,7 @@ class Stats(BaseModel):
     reconciler_runs: list[ReconcilerRun] = Field(description="The last 10 passes, newest first.")
 
 
-@router.get("/stats", response_model=Stats, responses=ADMIN_ERRORS)
+@router.get("/stats", response_model=Stats, responses=responses(401, 403, 503))
 async def stats(service: AdminDep) -> Stats:
     """Counts and bytes by status and policy, pending ages, hourly activity, reconciler runs."""
     found = await service.stats()
@@ -221,7 +230,11 @@ async def release_upload(
     return AdminUpload.of(upload)
 
 
-@router.post("/uploads/{upload_id}/delete", response_model=ActionResult, responses=ADMIN_ERRORS)
+@router.post(
+    "/uploads/{upload_id}/delete",
+    response_model=ActionResult,
+    responses=responses(400, 401, 403, 404, 422, 503),
+)
 async def delete_upload(
     upload_id: uuid.UUID, decision: Decision, service: AdminDep, principal: PrincipalDep
 ) -> ActionResult:

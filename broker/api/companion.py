@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from broker import auth
-from broker.api import schemas
+from broker.api import schemas, security_doc
 from broker.api.deps import AuthenticatedRoute, CompanionDep, PrincipalDep, bearer_token
 from broker.api.errors_doc import responses
 from broker.domain import errors
@@ -239,8 +239,29 @@ UploadId = Annotated[str, Path(min_length=1, max_length=1024)]
 routes = APIRouter(prefix="/s3", tags=["uppy"], route_class=CompanionRoute)
 
 
+# query_file reads Uppy's `metadata[name]=value` pairs by hand; this describes them.
+METADATA_PARAMETER = {
+    "name": "metadata",
+    "in": "query",
+    "required": False,
+    "style": "deepObject",
+    "explode": True,
+    "description": "Uppy's file meta, as `metadata[name]=value`: `size` (the exact byte "
+    "count, if known), `policy` (the upload policy's name); `name` and `type` are ignored; "
+    "the rest is stored as the upload's metadata.",
+    "schema": {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "examples": [{"size": "482133", "album": "holidays"}],
+    },
+}
+
+
 @routes.get(
-    "/params", response_model=UploadParameters, responses=responses(401, 403, 413, 415, 422, 503)
+    "/params",
+    response_model=UploadParameters,
+    responses=responses(401, 403, 413, 415, 422, 503),
+    openapi_extra={"parameters": [METADATA_PARAMETER]},
 )
 async def upload_parameters(
     file: Annotated[UppyFile, Depends(query_file)],
@@ -253,7 +274,9 @@ async def upload_parameters(
 
 
 @routes.post(
-    "/multipart", response_model=MultipartCreated, responses=responses(401, 403, 413, 415, 422, 503)
+    "/multipart",
+    response_model=MultipartCreated,
+    responses=responses(400, 401, 403, 413, 415, 422, 503),
 )
 async def create_multipart_upload(
     file: UppyFile, principal: PrincipalDep, service: CompanionDep
@@ -285,7 +308,13 @@ async def sign_parts(
     upload_id: UploadId,
     key: ObjectKey,
     part_numbers: Annotated[
-        str, Query(alias="partNumbers", max_length=6000, description="e.g. 1,2,3")
+        str,
+        Query(
+            alias="partNumbers",
+            max_length=6000,
+            pattern=r"^[0-9]{1,16}(,[0-9]{1,16})*$",
+            description="e.g. 1,2,3",
+        ),
     ],
     principal: PrincipalDep,
     service: CompanionDep,
@@ -362,4 +391,6 @@ async def path_token(
 
 router = APIRouter()
 router.include_router(routes)
-router.include_router(routes, prefix="/uppy/{token}", dependencies=[Depends(path_token)])
+router.include_router(
+    routes, prefix=security_doc.PATH_TOKEN_PREFIX, dependencies=[Depends(path_token)]
+)

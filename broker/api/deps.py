@@ -14,6 +14,7 @@ from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 
 from broker import auth, wiring
+from broker.api import security_doc
 from broker.config import Settings
 from broker.domain import errors
 from broker.flows import admin, app_webhooks, companion, finalization, live, multipart, uploads
@@ -43,8 +44,17 @@ class AuthenticatedRoute(APIRoute):
     is read, parsed or validated, so a request without a valid token is always a 401.
 
     The principal is kept on request.state for PrincipalDep. Subclasses change how the
-    caller is identified (the Companion routes also take a token in the path).
+    caller is identified (the Companion routes also take a token in the path), and what the
+    OpenAPI document says it needs (`security`).
     """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        # Computed for each copy of the route (include_router copies openapi_extra along).
+        self.openapi_extra = {**(self.openapi_extra or {}), "security": self.security()}
+
+    def security(self) -> security_doc.Requirement:
+        return security_doc.BEARER
 
     def identify(self, request: Request) -> auth.Principal:
         return authenticate(request)
@@ -57,6 +67,14 @@ class AuthenticatedRoute(APIRoute):
             return await handler(request)
 
         return authenticated_handler
+
+
+class AdminRoute(AuthenticatedRoute):
+    """Authenticated first; the route's dependency (AdminDep, AppWebhooksDep) then asks for
+    the admin claim."""
+
+    def security(self) -> security_doc.Requirement:
+        return security_doc.ADMIN
 
 
 async def get_principal(request: Request) -> auth.Principal:

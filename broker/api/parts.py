@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/uploads", tags=["multipart"], route_class=Authent
 @router.post(
     "/{upload_id}/parts",
     response_model=schemas.SignedParts,
-    responses=responses(401, 404, 409, 422, 503),
+    responses=responses(400, 401, 404, 409, 422, 503),
 )
 async def sign_parts(
     upload_id: uuid.UUID, body: schemas.SignParts, principal: PrincipalDep, service: MultipartDep

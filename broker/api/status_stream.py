@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker import auth
+from broker.api import security_doc
 from broker.api.deps import bearer_token, flows_of
 from broker.api.errors_doc import responses
 from broker.domain import errors
@@ -117,6 +118,7 @@ class EventStream(Response):
         200: {"content": {"text/event-stream": {}}, "description": "The status stream"},
         **responses(401, 404, 422, 503),
     },
+    openapi_extra={"security": security_doc.EVENTS},
 )
 async def upload_events(
     upload_id: uuid.UUID,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from broker import auth
-from broker.api import schemas
+from broker.api import schemas, security_doc
 from broker.api.deps import AuthenticatedRoute, PrincipalDep, UploadsDep, authenticate, flows_of
 from broker.api.direct_route import DirectRoute
 from broker.api.errors_doc import responses
@@ -155,6 +155,7 @@ router.add_api_route(
         **responses(400, 401, 403, 409, 413, 415, 422, 503),
     },
     openapi_extra={
+        "security": security_doc.BEARER,  # checked by hand, as AuthenticatedRoute does
         "parameters": [IDEMPOTENCY_KEY_PARAMETER],
         "requestBody": {
             "required": True,

@@ -6,16 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from broker.api.deps import AppWebhooksDep, AuthenticatedRoute, PrincipalDep
+from broker.api.deps import AdminRoute, AppWebhooksDep, PrincipalDep
 from broker.api.errors_doc import responses
-from broker.domain.model import DeliveryStatus, WebhookEventType
+from broker.domain.model import BIGINT_MAX, DeliveryStatus, WebhookEventType
 from broker.domain.webhooks import DeliveryFilters, WebhookDelivery, WebhookEndpoint
 from broker.flows.app_webhooks import EndpointChanges
 
-router = APIRouter(prefix="/v1/admin", tags=["webhooks"], route_class=AuthenticatedRoute)
+router = APIRouter(prefix="/v1/admin", tags=["webhooks"], route_class=AdminRoute)
 ERRORS = responses(400, 401, 403, 404, 409, 422, 503)
 
 
@@ -230,6 +230,8 @@ async def list_deliveries(
 
 
 @router.post("/webhook-deliveries/{delivery_id}/retry", response_model=Delivery, responses=ERRORS)
-async def retry_delivery(delivery_id: int, service: AppWebhooksDep) -> Delivery:
+async def retry_delivery(
+    delivery_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], service: AppWebhooksDep
+) -> Delivery:
     """Send a dead delivery again, with a fresh retry schedule and the same webhook-id."""
     return Delivery.of(await service.retry(delivery_id))

@@ -290,6 +290,7 @@ AdminSort = Literal["-created_at", "created_at", "-size", "size"]
 # text holding three letters or digits in a row: with fewer ("ph", "%", "a_b") every row
 # would be read. Such texts are refused rather than answered in seconds.
 SEARCH_MAX = 255  # as long as a filename may be
+BIGINT_MAX = 2**63 - 1  # PostgreSQL's bigint: ids and sizes a client names stay within it
 _TRIGRAM = re.compile(r"[^\W_]{3}")
 SEARCH_RULE = "must hold 3 letters or digits in a row"
 

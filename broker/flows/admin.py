@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from broker import metrics
 from broker.domain import errors
 from broker.domain.model import (
+    BIGINT_MAX,
     SEARCH_RULE,
     AdminSort,
     HistoryEntry,
@@ -91,6 +92,8 @@ def decode_cursor(sort: AdminSort, cursor: str) -> tuple[datetime | int | None, 
             position = datetime.fromisoformat(value)
         else:  # a size, or null for an upload whose size is not known yet
             position = None if value is None else int(value)
+            if position is not None and not 0 <= position <= BIGINT_MAX:
+                raise ValueError("size out of range")
         return position, uuid.UUID(upload_id)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise errors.InvalidCursor() from exc

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from broker.domain import errors, webhook_signing, webhooks
-from broker.domain.model import WebhookEventType
+from broker.domain.model import BIGINT_MAX, WebhookEventType
 from broker.domain.webhooks import (
     DeliveryFilters,
     WebhookBacklog,
@@ -172,7 +172,8 @@ class AppWebhooks:
         """Deliveries newest first; the cursor is the last id of the previous page."""
         before = None
         if cursor is not None:
-            if not cursor.isdigit():
+            # ASCII digits only ("²".isdigit() too), and a bigint as the ids are.
+            if not (cursor.isascii() and cursor.isdigit()) or int(cursor) > BIGINT_MAX:
                 raise errors.InvalidCursor()
             before = int(cursor)
         found = await self.queries.list_webhook_deliveries(filters, before, limit + 1)

@@ -228,3 +228,10 @@ def test_request_ids_are_returned_and_accepted(api, auth_headers):
     assert given.headers["x-request-id"] == "trace-123"
     hostile = api.get("/healthz", headers={"X-Request-ID": "bad id\twith tab"})
     assert hostile.headers["x-request-id"] != "bad id\twith tab"
+
+
+def test_admin_listing_refuses_a_pending_age_past_the_timestamp_range(api, admin_headers):
+    # Found by the OpenAPI fuzzer: now() minus 1e308 seconds was a 500 from PostgreSQL.
+    response = api.get("/v1/admin/uploads?pending_longer_than=1e308", headers=admin_headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["field"] == "pending_longer_than"

@@ -2259,6 +2259,15 @@ export interface operations {
                     "application/json": components["schemas"]["SignedParts"];
                 };
             };
+            /** @description Malformed request (body is not JSON, a bad cursor, or a part list storage refuses) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Missing, expired or forged token */
             401: {
                 headers: {
@@ -2458,7 +2467,7 @@ export interface operations {
                 content_type?: string | null;
                 created_before?: string | null;
                 created_after?: string | null;
-                /** @description Seconds pending (implies status=pending). */
+                /** @description Seconds pending (implies status=pending), at most 100 years. */
                 pending_longer_than?: number | null;
                 /** @description Part of the filename, any case: `holi` finds `Holiday Photo.JPG`. It must hold 3 letters or digits in a row (the trigram index needs them). */
                 q?: string | null;
@@ -2481,6 +2490,15 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUploadPage"];
                 };
             };
+            /** @description Malformed request (body is not JSON, a bad cursor, or a part list storage refuses) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Missing, expired or forged token */
             401: {
                 headers: {
@@ -2492,15 +2510,6 @@ export interface operations {
             };
             /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description No such upload (or it belongs to someone else) */
-            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2624,24 +2633,6 @@ export interface operations {
             };
             /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description No such upload (or it belongs to someone else) */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description A field is invalid; details list each problem */
-            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2838,6 +2829,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ActionResult"];
+                };
+            };
+            /** @description Malformed request (body is not JSON, a bad cursor, or a part list storage refuses) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Missing, expired or forged token */
@@ -3913,7 +3913,29 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": {
+                    EventName?: string;
+                    Key?: string;
+                    Records?: {
+                        /** @example s3:ObjectCreated:Put */
+                        eventName: string;
+                        s3: {
+                            bucket: {
+                                name: string;
+                            };
+                            object: {
+                                key: string;
+                                size?: number;
+                                eTag?: string;
+                                contentType?: string;
+                            };
+                        };
+                    }[];
+                };
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {
@@ -4020,6 +4042,10 @@ export interface operations {
                 type: string;
                 /** @description Exact size in bytes. */
                 size?: number | null;
+                /** @description Uppy's file meta, as `metadata[name]=value`: `size` (the exact byte count, if known), `policy` (the upload policy's name); `name` and `type` are ignored; the rest is stored as the upload's metadata. */
+                metadata?: {
+                    [key: string]: string;
+                };
             };
             header?: never;
             path?: never;
@@ -4112,6 +4138,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["MultipartCreated"];
+                };
+            };
+            /** @description Malformed request (body is not JSON, a bad cursor, or a part list storage refuses) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Missing, expired or forged token */
@@ -4590,6 +4625,10 @@ export interface operations {
                 type: string;
                 /** @description Exact size in bytes. */
                 size?: number | null;
+                /** @description Uppy's file meta, as `metadata[name]=value`: `size` (the exact byte count, if known), `policy` (the upload policy's name); `name` and `type` are ignored; the rest is stored as the upload's metadata. */
+                metadata?: {
+                    [key: string]: string;
+                };
             };
             header?: never;
             path: {
@@ -4688,6 +4727,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["MultipartCreated"];
+                };
+            };
+            /** @description Malformed request (body is not JSON, a bad cursor, or a part list storage refuses) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Missing, expired or forged token */

@@ -72,6 +72,13 @@ backend brokers
 {servers}
 """
 
+# URLs that expire soon: the reconciler's early check takes an upload whose webhooks were
+# missed a few seconds after its PUT (URL expiry + BROKER_RECONCILE_CHECK_GRACE_SECONDS).
+SHORT_POLICY = """
+[policies.short]
+url_ttl_seconds = 3
+"""
+
 
 def until(what: str, check: Callable[[], Any], timeout: float, log: Path | None = None) -> Any:
     """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
@@ -242,10 +249,12 @@ class Topology:
         states = self.haproxy.server_states()
         return len(states) == len(self.replicas) and all(s == "UP" for s in states.values())
 
-    def restart(self, replica: Replica) -> None:
-        """Start a stopped replica again, on its port, and wait until HAProxy sends to it."""
-        replica.start()
-        until(f"{replica.name} is ready", replica.ready, 30, replica.log)
+    def restart(self, *replicas: Replica) -> None:
+        """Start stopped replicas again, on their ports, and wait until HAProxy sends to them."""
+        for replica in replicas:
+            replica.start()
+        for replica in replicas:
+            until(f"{replica.name} is ready", replica.ready, 30, replica.log)
         until("HAProxy sees every replica up", self.all_up, 10, self.haproxy.log)
 
 
@@ -260,6 +269,7 @@ def replica_env(
 ) -> dict[str, str]:
     """The environment of a `broker serve` on the topology (the tests' settings otherwise)."""
     settings = services.broker_settings(found, database_url, bucket, policies)
+    policies.write_text(policies.read_text() + SHORT_POLICY)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
     for name, value in settings.model_dump().items():
         if value is not None:
@@ -503,9 +513,7 @@ def finalized_counts(database_url: str, ids: set[str]) -> dict[str, int]:
 
 
 def statuses(database_url: str, ids: set[str]) -> Counter[str]:
-    rows = query(
-        database_url, "SELECT status FROM uploads WHERE id = ANY($1::uuid[])", list(ids)
-    )
+    rows = query(database_url, "SELECT status FROM uploads WHERE id = ANY($1::uuid[])", list(ids))
     return Counter(row["status"] for row in rows)
 
 

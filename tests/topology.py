@@ -42,8 +42,8 @@ HAPROXY = "/usr/sbin/haproxy"
 # (its /readyz answers 503 at once) leaves the rotation within about a second, inside its
 # 1 s drain. A request that could not reach a replica (connection refused, closed without an
 # answer, or 503) is sent again, to another replica (redispatch): safe because the broker's
-# writes are idempotent (MinIO's events by their key and sequencer, creates by the client's
-# Idempotency-Key).
+# writes are idempotent (an event's write is guarded by the upload's expected state, a create
+# by the client's Idempotency-Key).
 HAPROXY_CONFIG = """\
 global
     maxconn 4096

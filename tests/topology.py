@@ -286,8 +286,11 @@ def replica_env(
 
 
 @contextmanager
-def topology(base: Path, replicas: int = 3, **extra_env: str) -> Iterator[Topology]:
-    """Start everything (see the module docstring); stop everything at the end.
+def topology(
+    base: Path, replicas: int = 3, durable: bool = False, **extra_env: str
+) -> Iterator[Topology]:
+    """Start everything (see the module docstring); stop everything at the end. `durable`:
+    PostgreSQL with fsync on (the fault suite; the replica tests run without, for speed).
 
     The replicas' schema comes from `broker init` run by every replica at the same moment on
     the empty database, as replicas whose start command migrates would: the advisory lock
@@ -297,7 +300,7 @@ def topology(base: Path, replicas: int = 3, **extra_env: str) -> Iterator[Topolo
     token = secrets.token_hex(24)
     lb_port = devstack.free_port()
     postgres = devstack.LocalPostgres(
-        base / "pg", devstack.free_port(), secrets.token_hex(16), durable=False
+        base / "pg", devstack.free_port(), secrets.token_hex(16), durable=durable
     )
     minio = devstack.LocalMinio(
         data_dir=base / "minio",
@@ -473,10 +476,12 @@ class Load:
                     self.report.created[number] = created["id"]
                     self.report.created_at.append(time.monotonic())
             elif response.status_code not in (502, 503, 504):
+                self._failed(f"create {response.status_code} {response.text[:120]}")
                 return  # a refusal: the client gives up on this file
             else:
                 time.sleep(0.1)  # back off before trying again (not synchronisation)
         if created is None:
+            self._failed("create: out of patience")
             return
         upload = created["upload"]
         while time.monotonic() < deadline:
@@ -491,6 +496,7 @@ class Load:
                     self.report.accepted.add(created["id"])
                 return
             if put.status_code < 500:
+                self._failed(f"PUT {put.status_code} {put.text[:120]}")
                 return
             self._failed(f"PUT {put.status_code}")
             time.sleep(0.1)

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Installs the Debian packages a target needs when missing (as root; otherwise says how).
 PACKAGES := PYTHON=$(PYTHON) .ci/system-packages
 
-.PHONY: run test test-unit web token broker lint docker-lint bench venv minio clean
+.PHONY: run test test-unit web token broker lint docker-lint bench chaos venv minio clean
 
 $(STAMP): pyproject.toml
 	@$(PACKAGES) venv
@@ -69,6 +69,13 @@ lint: $(STAMP)
 docker-lint: $(STAMP)
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 	$(BIN)/hadolint Dockerfile Dockerfile.minio
+
+## chaos: the full fault suite (tests/faults.py): 1,000 uploads per fault through three
+## replicas behind HAProxy; one line per fault; fails on anything lost or finalized twice.
+## make test runs it with 200 per fault (tests/integration/test_faults.py).
+chaos: $(STAMP)
+	@$(PACKAGES) test
+	nice -n 10 $(BIN)/python -m tests.faults --uploads $(or $(UPLOADS),1000) $(if $(FAULTS),--faults $(FAULTS))
 
 bench: $(STAMP)
 	@$(PACKAGES) bench

@@ -56,26 +56,33 @@ class FaultResult:
     attempted: int
     accepted: int
     finalized: int
+    by_reconciler: int  # of the finalized: settled by the reconciler (their events were lost)
     lost: int
     finalized_twice: int
     bad_5xx: int
-    recovery_seconds: float | None
+    lb_errors: dict[int, int]
+    recovery_seconds: float | None  # from the heal to the first 201
+    outage_seconds: float | None  # from the fault to the first 201 after the heal
     seconds: float
     statuses: dict[int, int]
     failures: dict[str, int]
 
     def line(self) -> str:
         recovery = "-" if self.recovery_seconds is None else f"{self.recovery_seconds:.2f}"
+        outage = "-" if self.outage_seconds is None else f"{self.outage_seconds:.2f}"
         return (
             f"{self.fault:<17} attempted={self.attempted} accepted={self.accepted}"
-            f" finalized={self.finalized} lost={self.lost}"
+            f" finalized={self.finalized} (by_reconciler={self.by_reconciler}) lost={self.lost}"
             f" finalized_twice={self.finalized_twice} 5xx_not_503={self.bad_5xx}"
-            f" recovery_s={recovery} took_s={self.seconds:.1f}"
+            f" lb_errors={sum(self.lb_errors.values())}"
+            f" recovery_s={recovery} outage_s={outage} took_s={self.seconds:.1f}"
         )
 
     def details(self) -> str:
         """What the clients saw, for a failing run's message."""
-        return f"statuses={self.statuses} client_failures={self.failures}"
+        return (
+            f"statuses={self.statuses} lb_errors={self.lb_errors} client_failures={self.failures}"
+        )
 
 
 # ---- the faults: each injects its fault into a running load and returns when it healed it
@@ -157,6 +164,10 @@ class Recorder:
             daemon_threads = True
             request_queue_size = 128
 
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)  # MinIO stopping is not
+
         self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/webhooks/minio"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -227,6 +238,7 @@ def run_fault(stack: topo.Topology, fault: str, uploads: int) -> FaultResult:
     """`uploads` uploads through the load balancer with `fault` injected a third of the way."""
     started = time.monotonic()
     recorder = None
+    injected = healed = None
     if fault == "event_storm":
         recorder = Recorder(stack.url)
         _point_minio_at(stack, recorder.url)
@@ -238,27 +250,48 @@ def run_fault(stack: topo.Topology, fault: str, uploads: int) -> FaultResult:
             healed = None
         else:
             topo.until("the load is under way", lambda: load.completed() >= uploads // 3, 120)
+            injected = time.monotonic()
             healed = FAULTS[fault](stack, load)
         report = load.finish(timeout=300)
     finally:
         if recorder is not None:
             _point_minio_at(stack, f"{stack.url}/v1/webhooks/minio")
             recorder.close()
-    missing = topo.settle(stack.database_url, report.accepted, SETTLE_SECONDS)
-    counts = topo.finalized_counts(stack.database_url, set(report.created.values()))
+    created = set(report.created.values())
+    # Accepted by storage: a 200 to the PUT, or the object found there (a PUT whose answer
+    # was lost in the fault still stored it, and the broker must still finalize it).
+    accepted = report.accepted | topo.stored(stack, created)
+    missing = topo.settle(stack.database_url, accepted, SETTLE_SECONDS)
+    counts = topo.finalized_counts(stack.database_url, created)
+    reconciled = topo.query(
+        stack.database_url,
+        "SELECT count(*) AS n FROM upload_history WHERE upload_id = ANY($1::uuid[])"
+        " AND status = 'finalized' AND actor = 'reconciler'",
+        list(created),
+    )[0]["n"]
     return FaultResult(
         fault=fault,
         attempted=report.attempted,
-        accepted=len(report.accepted),
-        finalized=len(report.accepted) - len(missing),
+        accepted=len(accepted),
+        finalized=len(accepted) - len(missing),
         lost=len(missing),
+        by_reconciler=reconciled,
         finalized_twice=sum(1 for n in counts.values() if n > 1),
         bad_5xx=report.bad_5xx,
+        lb_errors=dict(report.lb_errors),
         recovery_seconds=None if healed is None else report.first_201_after(healed),
+        outage_seconds=None if healed is None else _outage(report, injected, healed),
         seconds=time.monotonic() - started,
         statuses=dict(report.statuses),
         failures=dict(report.failures),
     )
+
+
+def _outage(report: topo.LoadReport, injected: float | None, healed: float) -> float | None:
+    after = report.first_201_after(healed)
+    if injected is None or after is None:
+        return None
+    return healed + after - injected
 
 
 def _point_minio_at(stack: topo.Topology, endpoint: str) -> None:

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import boto3
+import botocore.config
 import httpx
 
 from broker import auth
@@ -388,7 +390,10 @@ class LoadReport:
     attempted: int = 0
     created: dict[int, str] = field(default_factory=dict)  # upload number -> id
     accepted: set[str] = field(default_factory=set)  # ids whose PUT storage answered 200
-    statuses: Counter[int] = field(default_factory=Counter)  # every API answer's status
+    statuses: Counter[int] = field(default_factory=Counter)  # every broker answer's status
+    # Errors HAProxy answered itself (502: the replica died with the request in flight and
+    # every retry failed too; 503: no replica up): counted apart from the broker's answers.
+    lb_errors: Counter[int] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)  # connection errors by kind
     created_at: list[float] = field(default_factory=list)  # monotonic times of each 201
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -469,8 +474,13 @@ class Load:
                 self._failed(type(exc).__name__)
                 continue
             with self.report.lock:
-                self.report.statuses[response.status_code] += 1
-            if response.status_code == 201:
+                if response.status_code >= 500 and response.text.startswith("<html>"):
+                    self.report.lb_errors[response.status_code] += 1  # HAProxy's own page
+                else:
+                    self.report.statuses[response.status_code] += 1
+            # 200: the same Idempotency-Key was answered before (a retry of a create whose
+            # answer was lost): the upload the first attempt created.
+            if response.status_code in (200, 201):
                 created = response.json()
                 with self.report.lock:
                     self.report.created[number] = created["id"]
@@ -495,7 +505,7 @@ class Load:
                 with self.report.lock:
                     self.report.accepted.add(created["id"])
                 return
-            if put.status_code < 500:
+            if put.status_code < 499:  # 499: MinIO stopped while reading the body
                 self._failed(f"PUT {put.status_code} {put.text[:120]}")
                 return
             self._failed(f"PUT {put.status_code}")
@@ -504,6 +514,31 @@ class Load:
     def _failed(self, kind: str) -> None:
         with self.report.lock:
             self.report.failures[kind] += 1
+
+
+def stored(stack: Topology, ids: set[str]) -> set[str]:
+    """Of the uploads `ids`, those whose object storage holds (whatever their clients saw:
+    a PUT whose answer was lost, and whose retry got 412, still stored the object)."""
+    rows = query(
+        stack.database_url,
+        "SELECT id::text AS id, object_key FROM uploads WHERE id = ANY($1::uuid[])",
+        list(ids),
+    )
+    by_key = {row["object_key"]: row["id"] for row in rows}
+    client = boto3.client(
+        "s3",
+        endpoint_url=stack.minio.endpoint,
+        aws_access_key_id=stack.minio.root_user,
+        aws_secret_access_key=stack.minio.root_password,
+        region_name="us-east-1",
+        config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    found = set()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket):
+        for item in page.get("Contents", []):
+            if item["Key"] in by_key:
+                found.add(by_key[item["Key"]])
+    return found
 
 
 def finalized_counts(database_url: str, ids: set[str]) -> dict[str, int]:

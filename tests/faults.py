@@ -64,6 +64,7 @@ class FaultResult:
     recovery_seconds: float | None  # from the heal to the first 201
     outage_seconds: float | None  # from the fault to the first 201 after the heal
     seconds: float
+    replays: int  # event storm: webhook calls replayed (each real event 10 times)
     statuses: dict[int, int]
     failures: dict[str, int]
 
@@ -76,6 +77,7 @@ class FaultResult:
             f" finalized_twice={self.finalized_twice} 5xx_not_503={self.bad_5xx}"
             f" lb_errors={sum(self.lb_errors.values())}"
             f" recovery_s={recovery} outage_s={outage} took_s={self.seconds:.1f}"
+            + (f" replayed={self.replays}" if self.replays else "")
         )
 
     def details(self) -> str:
@@ -181,12 +183,12 @@ class Recorder:
         self.server.server_close()
 
 
-def storm(stack: topo.Topology, load: topo.Load, recorder: Recorder) -> None:
+def storm(stack: topo.Topology, load: topo.Load, recorder: Recorder) -> int:
     """The event storm: MinIO's real events, captured on their way to the broker, each sent
     again 10 times, shuffled, to the webhook endpoint through the load balancer, while the
     load goes on (so repeats also arrive before and between the originals' retries). The
-    answers count with the clients' (report.statuses)."""
-    seen = 0
+    answers count with the clients' (report.statuses); returns how many were sent."""
+    seen = sent = 0
     replayed: set[bytes] = set()
     local = threading.local()
 
@@ -218,8 +220,9 @@ def storm(stack: topo.Topology, load: topo.Load, recorder: Recorder) -> None:
             replays = [item for item in fresh.items() for _ in range(STORM_REPEATS)]
             random.shuffle(replays)
             list(pool.map(post, replays))
+            sent += len(replays)
             if finished and not recorder.taken(seen):
-                return
+                return sent
             if not batch:
                 time.sleep(0.1)  # nothing new captured yet: look again shortly
 
@@ -239,6 +242,7 @@ def run_fault(stack: topo.Topology, fault: str, uploads: int) -> FaultResult:
     started = time.monotonic()
     recorder = None
     injected = healed = None
+    replays = 0
     if fault == "event_storm":
         recorder = Recorder(stack.url)
         _point_minio_at(stack, recorder.url)
@@ -246,7 +250,7 @@ def run_fault(stack: topo.Topology, fault: str, uploads: int) -> FaultResult:
         load = topo.Load(stack.url, stack.headers(f"{fault}-{uuid.uuid4()}"), uploads, patience=90)
         load.start()
         if recorder is not None:
-            storm(stack, load, recorder)
+            replays = storm(stack, load, recorder)
             healed = None
         else:
             topo.until("the load is under way", lambda: load.completed() >= uploads // 3, 120)
@@ -282,6 +286,7 @@ def run_fault(stack: topo.Topology, fault: str, uploads: int) -> FaultResult:
         recovery_seconds=None if healed is None else report.first_201_after(healed),
         outage_seconds=None if healed is None else _outage(report, injected, healed),
         seconds=time.monotonic() - started,
+        replays=replays,
         statuses=dict(report.statuses),
         failures=dict(report.failures),
     )

@@ -525,7 +525,8 @@ export interface paths {
         };
         /**
          * Readyz
-         * @description PostgreSQL and MinIO both answer; otherwise 503 naming the one that does not.
+         * @description PostgreSQL and MinIO both answer; otherwise 503 naming the one that does not. From
+         *     the moment the process is told to stop (SIGTERM), 503 with `details.draining`.
          */
         get: operations["readyz_readyz_get"];
         put?: never;

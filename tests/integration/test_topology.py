@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from broker.adapters import migrate
+from broker.dev import clamd
 from tests import topology as topo
 from tests.integration.test_shutdown import RawStream
 from tests.receiver import Receiver
@@ -34,9 +35,15 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[topo.Topology]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, clamd_service: clamd.LocalClamd
+) -> Iterator[topo.Topology]:
+    if clamd_service.process is None or clamd_service.process.poll() is not None:
+        clamd_service.start()  # an earlier test may have left it down
     with topo.topology(
         tmp_path_factory.mktemp("topology"),
+        clamd_address=clamd_service.address,
+        scanner="true",
         webhook_allowed_hosts=receiver.host_port,
         webhook_poll_seconds="0.5",
         webhook_lease_seconds="30",
@@ -93,6 +100,7 @@ def test_1000_uploads_through_haproxy_all_finalize_spread_over_replicas_each_del
     started = time.monotonic()
     report = topo.Load(stack.url, stack.headers(owner), 1000).run()
     assert report.statuses == {201: 1000}, (report.statuses, report.failures)
+    assert not report.lb_errors and not report.failures, (report.lb_errors, report.failures)
     assert len(report.accepted) == 1000
     missing = topo.settle(stack.database_url, report.accepted, 60)
     assert not missing, f"{len(missing)} stored uploads never finalized"
@@ -204,6 +212,43 @@ def test_each_upload_whose_webhooks_were_missed_is_settled_by_exactly_one_replic
     assert passes == {r.name for r in stack.replicas}  # all three reconcile, none twice
 
 
+def test_each_scan_job_gets_one_verdict_from_one_replica(stack):
+    headers = stack.headers(f"scans-{uuid.uuid4()}")
+    contents = [b"clean %d" % n for n in range(24)] + [b"x " + clamd.EICAR] * 6
+    made: dict[str, bool] = {}  # upload id -> infected
+    with httpx.Client(base_url=stack.url, headers=headers, timeout=15) as api:
+        for data in contents:
+            created = api.post(
+                "/v1/uploads",
+                json={"filename": "s.txt", "content_type": "text/plain", "size": len(data),
+                      "policy": "scanned"},
+            )  # fmt: skip
+            assert created.status_code == 201, created.text
+            upload = created.json()
+            put = httpx.put(
+                upload["upload"]["url"], content=data, headers=upload["upload"]["headers"]
+            )
+            assert put.status_code == 200, put.text
+            made[upload["id"]] = clamd.EICAR in data
+
+    def verdicts() -> list[Any] | None:
+        rows = topo.query(
+            stack.database_url,
+            "SELECT upload_id::text AS id, status FROM upload_history"
+            " WHERE upload_id = ANY($1::uuid[]) AND actor = 'scanner'",
+            list(made),
+        )
+        return rows if len({r["id"] for r in rows}) == len(made) else None
+
+    rows = topo.until("every upload has its verdict", verdicts, 60)
+    assert len(rows) == len(made)  # one verdict each, never two
+    assert {r["id"]: r["status"] == "quarantined" for r in rows} == made
+    scanned_by = logged_by(stack, "upload.finalized", "upload_id")
+    clean = [i for i, infected in made.items() if not infected]
+    assert all(len(scanned_by[i]) == 1 for i in clean)
+    print(f"\nscan verdicts by replica: {Counter(scanned_by[i][0] for i in clean)}")
+
+
 def test_one_replica_sigkilled_and_another_sigtermed_mid_load_lose_nothing(stack):
     killed, stopped = stack.replicas[1], stack.replicas[2]
     load = topo.Load(stack.url, stack.headers(f"faults-{uuid.uuid4()}"), 600)
@@ -219,6 +264,7 @@ def test_one_replica_sigkilled_and_another_sigtermed_mid_load_lose_nothing(stack
     try:
         assert len(report.created) == report.attempted == 600, (report.statuses, report.failures)
         assert report.bad_5xx == 0, report.statuses
+        assert not report.lb_errors, report.lb_errors  # two replicas were always up
         assert len(report.accepted) == 600
         missing = topo.settle(stack.database_url, report.accepted, 60)
         assert not missing, f"{len(missing)} stored uploads never finalized"

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Installs the Debian packages a target needs when missing (as root; otherwise says how).
 PACKAGES := PYTHON=$(PYTHON) .ci/system-packages
 
-.PHONY: run test test-unit fuzz web token broker lint docker-lint compose-test bench venv minio clean
+.PHONY: run test test-unit fuzz web token broker lint docker-lint compose-test bench chaos venv minio clean
 
 $(STAMP): pyproject.toml
 	@$(PACKAGES) venv
@@ -83,6 +83,13 @@ docker-lint: $(STAMP)
 ## Compose v2 and dockerd are set up when missing; docs/testing.md)
 compose-test: $(STAMP)
 	tests/compose/run.sh $(PYTEST_ARGS)
+
+## chaos: the full fault suite (tests/faults.py): 1,000 uploads per fault through three
+## replicas behind HAProxy; one line per fault; fails on anything lost or finalized twice.
+## make test runs it with 200 per fault (tests/integration/test_faults.py).
+chaos: $(STAMP)
+	@$(PACKAGES) test
+	nice -n 10 $(BIN)/python -m tests.faults --uploads $(or $(UPLOADS),1000) $(if $(FAULTS),--faults $(FAULTS))
 
 bench: $(STAMP)
 	@$(PACKAGES) bench

@@ -43,6 +43,11 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # A pooled connection the server closed during a restart, found half-way through a
+    # statement: asyncpg reports its protocol state ("cannot switch to state 12; another
+    # operation is in progress", MagicStack/asyncpg#1069). Its transport is gone, so the
+    # pool replaces it; the request is answered 503 like any other outage.
+    asyncpg.InternalClientError,
 )
 
 # The operators' listing: (ORDER BY, keyset condition) per sort order. Fixed text only:

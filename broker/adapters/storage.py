@@ -346,7 +346,12 @@ class Storage:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except botocore.exceptions.ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except botocore.exceptions.ClientError as exc:
+                # Another `broker init` started at the same moment created it first.
+                if _error_code(exc) != "BucketAlreadyOwnedByYou":
+                    raise
         queues: list[Any] = [
             {"Id": f"broker-{index}", "QueueArn": arn, "Events": SUBSCRIBED_EVENTS}
             for index, arn in enumerate(notify_arns)

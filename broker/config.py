@@ -90,8 +90,8 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(default=5, gt=0, le=3600)
     webhook_lease_seconds: float = Field(default=60, gt=0, le=86400)
     webhook_timeout_seconds: float = Field(default=15, gt=0, le=300)
-    webhook_concurrency: int = Field(default=32, ge=1, le=1000)
-    webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=100)
+    webhook_concurrency: int = Field(default=64, ge=1, le=1000)
+    webhook_endpoint_concurrency: int = Field(default=16, ge=1, le=100)
 
     # Malware scanning engines (broker/adapters/scanners.py): clamd, or a command; not both.
     clamd_address: str = ""

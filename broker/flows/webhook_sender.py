@@ -38,8 +38,8 @@ class SenderLimits:
 
     lease_seconds: float = 60
     poll_seconds: float = 5
-    concurrency: int = 32  # POSTs in flight in this process
-    per_endpoint: int = 4  # of which to one endpoint
+    concurrency: int = 64  # POSTs in flight in this process
+    per_endpoint: int = 16  # of which to one endpoint
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@ them, its own database (copied from a template migrated once), bucket and broker
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import time
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import boto3
 import botocore.config
 import httpx
@@ -26,6 +24,7 @@ from broker.adapters import storage
 from broker.dev import clamd
 from tests import services
 from tests.tcp_proxy import TcpProxy
+from tests.waiting import query
 
 # tests/compose builds and runs the Docker images: `make compose-test` runs it on its own.
 collect_ignore = [] if os.environ.get("BROKER_COMPOSE_TEST") else ["compose"]
@@ -248,14 +247,7 @@ def sql(database_url: str) -> Callable[..., Any]:
     """Run one statement straight on the test database (for time travel and checks)."""
 
     def run(statement: str, *args: Any) -> list[Any]:
-        async def go() -> list[Any]:
-            conn = await asyncpg.connect(database_url)
-            try:
-                return list(await conn.fetch(statement, *args))
-            finally:
-                await conn.close()
-
-        return asyncio.run(go())
+        return query(database_url, statement, *args)
 
     return run
 

@@ -8,7 +8,6 @@ process the tests can kill, stop or cut (the broker reaches PostgreSQL through a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -20,14 +19,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import boto3
 import botocore.config
 import httpx
@@ -36,6 +34,7 @@ from broker import auth
 from broker.dev import devstack
 from tests import services
 from tests.tcp_proxy import TcpProxy
+from tests.waiting import query, until
 
 BROKER = str(Path(sys.executable).with_name("broker"))
 HAPROXY = "/usr/sbin/haproxy"
@@ -80,29 +79,6 @@ SHORT_POLICY = """
 [policies.short]
 url_ttl_seconds = 3
 """
-
-
-def until(what: str, check: Callable[[], Any], timeout: float, log: Path | None = None) -> Any:
-    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"not within {timeout} s: {what}\n{tail}")
-
-
-def query(database_url: str, statement: str, *args: Any) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return list(await conn.fetch(statement, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
 
 
 class Replica:

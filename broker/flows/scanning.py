@@ -15,7 +15,6 @@ scan_result = skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -32,6 +31,7 @@ from broker.domain.scanning import ScannerUnavailable, ScanVerdict
 from broker.flows.finalization import record_finalized
 from broker.flows.live import Listen
 from broker.flows.ports import ObjectStore, Queries, Scanner
+from broker.flows.rounds import run_rounds
 
 log = logging.getLogger("broker.scanning")
 
@@ -88,31 +88,16 @@ class MalwareScanner:
 
     async def run_forever(self) -> None:
         """Scan rounds until cancelled: on NOTIFY, when a scan ends, or every poll interval.
-        Cancelled mid-scan, a job keeps its lease until it runs out, then is scanned again."""
-        listener = None
-        if self.listen is not None:
-            listener = asyncio.create_task(self.listen(lambda _: self.wake.set(), self.wake.set))
-        tasks: set[asyncio.Task[Outcome]] = set()
-        try:
-            while True:
-                try:
-                    started = await self._start_round()
-                except errors.DatabaseUnavailable:
-                    log.warning("scanning.database_unavailable")
-                    started = []
-                tasks.update(started)
-                for task in started:
-                    task.add_done_callback(tasks.discard)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.limits.poll_seconds):
-                        await self.wake.wait()
-                self.wake.clear()
-        finally:
-            waiting: list[asyncio.Task[Any]] = [*tasks, *([listener] if listener else [])]
-            for task in waiting:
-                task.cancel()
-            await asyncio.gather(*waiting, return_exceptions=True)
-            await self._release_claims()
+        Cancelled mid-scan, the jobs it held are handed back and scanned again at once."""
+        await run_rounds(
+            self._start_round,
+            listen=self.listen,
+            wake=self.wake,
+            poll_seconds=self.limits.poll_seconds,
+            release=self._release_claims,
+            log=log,
+            database_down_event="scanning.database_unavailable",
+        )
 
     async def _start_round(self) -> list[asyncio.Task[Outcome]]:
         free = self.limits.concurrency - self.in_flight

@@ -9,7 +9,6 @@ endpoint has its own slots, so a slow or dead endpoint never holds up another's 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -18,7 +17,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from broker import metrics
 from broker.domain import errors, webhook_signing, webhooks
@@ -26,6 +24,7 @@ from broker.domain.model import DeliveryStatus
 from broker.domain.webhooks import AttemptOutcome, ClaimedDelivery, DeliveredAttempt, PostResult
 from broker.flows.live import Listen
 from broker.flows.ports import Queries, WebhookPoster
+from broker.flows.rounds import run_rounds
 
 log = logging.getLogger("broker.webhooks")
 
@@ -135,33 +134,19 @@ class WebhookSender:
 
     async def run_forever(self) -> None:
         """Send rounds until cancelled: on NOTIFY, when a POST ends, or every poll interval."""
-        listener = None
-        if self.listen is not None:
-            listener = asyncio.create_task(self.listen(lambda _: self.wake.set(), self.wake.set))
-        tasks: set[asyncio.Task[Attempt]] = set()
-        try:
-            while True:
-                try:
-                    started = await self._start_round()
-                except errors.DatabaseUnavailable:
-                    log.warning("webhooks.database_unavailable")
-                    started = []
-                tasks.update(started)
-                for task in started:
-                    task.add_done_callback(tasks.discard)
-                # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a
-                # cancellation that arrives as the event is set, and the loop never ends.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.limits.poll_seconds):
-                        await self.wake.wait()
-                self.wake.clear()
-        finally:
-            waiting: list[asyncio.Task[Any]] = [*tasks, *([listener] if listener else [])]
-            for task in waiting:
-                task.cancel()
-            await asyncio.gather(*waiting, return_exceptions=True)
-            await self._release_claims()
-            await self.recorder.aclose()
+        await run_rounds(
+            self._start_round,
+            listen=self.listen,
+            wake=self.wake,
+            poll_seconds=self.limits.poll_seconds,
+            release=self._stop,
+            log=log,
+            database_down_event="webhooks.database_unavailable",
+        )
+
+    async def _stop(self) -> None:
+        await self._release_claims()
+        await self.recorder.aclose()
 
     async def _start_round(self) -> list[asyncio.Task[Attempt]]:
         now = self.clock()

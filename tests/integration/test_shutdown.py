@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 
 from broker import auth
-from tests.integration.test_webhook_durability import query, serve_env, serving, until
+from tests.integration.test_webhook_durability import serve_env, serving
+from tests.waiting import query, until
 
 
 class RawStream:

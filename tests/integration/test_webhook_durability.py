@@ -5,7 +5,6 @@ webhook-id and body. And two processes sending at once never send a delivery twi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -26,6 +25,7 @@ from broker import auth, config
 from broker.dev import devstack
 from tests.conftest import create_upload
 from tests.receiver import Receiver
+from tests.waiting import query, until
 
 BROKER = str(Path(sys.executable).with_name("broker"))
 
@@ -45,29 +45,6 @@ def settings(settings: config.Settings, receiver: Receiver) -> config.Settings:
 @pytest.fixture
 def admin_headers(settings: config.Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {auth.issue_token(settings.jwt_secret, 'op', admin=True)}"}
-
-
-def until(what: str, check: Callable[[], Any], timeout: float, log: Path | None = None) -> Any:
-    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
-    raise AssertionError(f"not within {timeout} s: {what}\n{tail}")
-
-
-def query(database_url: str, statement: str, *args: Any) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return list(await conn.fetch(statement, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
 
 
 def deliveries(database_url: str) -> list[asyncpg.Record]:

@@ -72,6 +72,13 @@ async def open_stream(
     return stream()
 
 
+EVENT_STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
 async def _disconnected(receive: Receive) -> None:
     """Returns once the client has gone (the request's own body comes first)."""
     while (await receive())["type"] != "http.disconnect":
@@ -90,11 +97,7 @@ class EventStream(Response):
         # No content-length (Response would say 0): the body is streamed, chunked.
         self.status_code = 200
         self.background = None
-        self.raw_headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-store"),
-            (b"x-accel-buffering", b"no"),
-        ]
+        self.raw_headers = EVENT_STREAM_HEADERS
         self.chunks = chunks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -170,4 +173,5 @@ class StatusStreamShortcut:
             response: Response = JSONResponse(exc.to_body(), status_code=exc.status)
         else:
             response = EventStream(chunks)
+        del request  # its parsed headers and query are not kept for the stream's life
         await response(scope, receive, send)

@@ -214,7 +214,8 @@ class LiveStatus:
                     yield StatusEvent(entry.id, upload.id, entry.status, entry.at)
             watch.last_id = last_id
             upload_id = upload.id
-            del upload, history  # an idle stream keeps only what it needs (10,000 of them)
+            # An idle stream keeps only what it needs (a process holds 10,000 of them).
+            del upload, history
             while status not in FINAL_STATUSES:
                 if self.closing:
                     yield RECONNECT

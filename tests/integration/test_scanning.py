@@ -236,7 +236,9 @@ def test_a_scan_cut_by_sigkill_is_scanned_again_and_ends_in_one_final_state(
     created = scanned_upload(api, auth_headers, b"scan me\n")
     env = {
         **os.environ,  # broker_env points every BROKER_* setting at the test services
-        "BROKER_SCAN_COMMAND": f"{sys.executable} -c 'import time; time.sleep(600)'",
+        # Never answers within the 1 s timeout, and ends by itself: the broker that would
+        # kill it at its timeout is SIGKILLed first.
+        "BROKER_SCAN_COMMAND": f"{sys.executable} -c 'import time; time.sleep(20)'",
         "BROKER_CLAMD_ADDRESS": "",
         "BROKER_SCAN_TIMEOUT_SECONDS": "1",
         "BROKER_SCANNER": "true",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.adapters import scanners
-from broker.dev.devstack import StackError, wait_until
+from broker.dev.devstack import StackError, terminate, wait_until
 from broker.domain.scanning import ScannerUnavailable
 
 CLAMD_BINARY = Path("/usr/sbin/clamd")
@@ -160,13 +160,8 @@ class LocalClamd:
 
     def stop(self) -> None:
         """Stop clamd and wait for it to exit; afterwards its socket refuses connections."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
         self.process = None
         self.socket_path.unlink(missing_ok=True)
 

@@ -41,6 +41,17 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process: SIGTERM, then SIGKILL if it is still there after 20 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def wait_until(check: object, timeout: float, what: str) -> None:
     """Poll `check()` until it is true, or raise StackError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -341,11 +352,6 @@ class LocalMinio:
 
     def stop(self) -> None:
         """Stop the server and wait for it to exit."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
         self.process = None

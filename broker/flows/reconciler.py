@@ -78,8 +78,8 @@ class Reconciler:
         if dry_run:
             await self._preview_stale(report)
         else:
-            await self._settle_stale(report)
-            await self._check_early(report)
+            await self._settle_claimed(report, early=False)
+            await self._settle_claimed(report, early=True)
         if sweep:
             await self._sweep_orphans(report)
         if not dry_run:
@@ -92,30 +92,23 @@ class Reconciler:
         )
         return report
 
-    async def _settle_stale(self, report: PassReport) -> None:
+    async def _settle_claimed(self, report: PassReport, *, early: bool) -> None:
+        """Settle pending uploads from storage, each claimed in a transaction of its own:
+        those past their deadline, or (`early`) those whose URLs have expired plus a grace
+        period. An early one's object can no longer change, so one whose webhook was lost is
+        settled now rather than at its deadline; one that holds nothing is not checked early
+        again (its deadline check follows)."""
+        detail = {"trigger": report.trigger, **({"check": "early"} if early else {})}
         for _ in range(self.max_uploads):
             async with self.queries.transaction() as tx:
-                upload = await tx.claim_stale_pending_upload()
+                claim = (
+                    tx.claim_unchecked_pending_upload if early else tx.claim_stale_pending_upload
+                )
+                upload = await claim()
                 if upload is None:
                     return
-                outcome = await self.decide(
-                    upload, tx, Actor.RECONCILER, {"trigger": report.trigger}
-                )
-            report.record(outcome, upload_id=str(upload.id), key=upload.object_key)
-
-    async def _check_early(self, report: PassReport) -> None:
-        """Pending uploads whose URLs have expired (plus a grace period): their object can no
-        longer change, so one whose webhook was lost is settled now rather than at its
-        deadline. One that holds nothing is not checked early again."""
-        for _ in range(self.max_uploads):
-            async with self.queries.transaction() as tx:
-                upload = await tx.claim_unchecked_pending_upload()
-                if upload is None:
-                    return
-                outcome = await self.decide(
-                    upload, tx, Actor.RECONCILER, {"trigger": report.trigger, "check": "early"}
-                )
-                if outcome is Outcome.STILL_PENDING:
+                outcome = await self.decide(upload, tx, Actor.RECONCILER, detail)
+                if early and outcome is Outcome.STILL_PENDING:
                     await tx.mark_upload_checked(upload.id)
             report.record(outcome, upload_id=str(upload.id), key=upload.object_key)
 

@@ -184,6 +184,30 @@ def test_an_admin_releases_a_quarantined_file_with_a_reason(
     assert api.get(f"/v1/uploads/{infected['id']}/download", headers=auth_headers).is_success
 
 
+def test_an_admin_deletes_a_quarantined_file_and_its_object(
+    api, auth_headers, settings, clamd_address, s3
+):
+    infected = scanned_upload(api, auth_headers, samples.EICAR)
+
+    async def scan() -> None:
+        async with scanners_on(settings, clamd_address) as found:
+            await found.until_idle(found.scanner())
+
+    run(scan())
+    wait_for_status(api, auth_headers, infected["id"], "quarantined")
+    admin = {"authorization": f"Bearer {admin_token(settings)}"}
+    path = f"/v1/admin/uploads/{infected['id']}/delete"
+    deleted = api.post(path, json={"reason": "malware"}, headers=admin)
+    assert deleted.status_code == 200
+    assert (deleted.json()["outcome"], deleted.json()["upload"]["status"]) == (
+        "deleted",
+        "deleted",
+    )
+    wait_until_object_gone(s3, settings.s3_bucket, infected["key"])
+    last = api.get(f"/v1/admin/uploads/{infected['id']}", headers=admin).json()["history"][-1]
+    assert (last["actor"], last["detail"]) == ("admin:root", {"reason": "malware"})
+
+
 def test_clamd_down_keeps_fail_closed_uploads_scanning_until_it_is_back(
     api, auth_headers, settings, clamd_service, clamd_address
 ):

@@ -214,35 +214,33 @@ class MemoryQueries(MemoryWebhooks):
         self, on_notify: Callable[[str], None], on_connected: Callable[[], None]
     ) -> None:
         """live.Listen over this fake: every committed notification, until cancelled."""
-        self.listeners.append(on_notify)
         self.listening.set()
-        on_connected()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            self.listeners.remove(on_notify)
+        await self._listen_on(self.listeners, on_notify, on_connected)
 
     async def listen_webhooks(
         self, on_notify: Callable[[str], None], on_connected: Callable[[], None]
     ) -> None:
         """live.Listen on the senders' channel (webhook_sender.CHANNEL), until cancelled."""
-        self.webhook_wakeups.append(on_notify)
-        on_connected()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            self.webhook_wakeups.remove(on_notify)
+        await self._listen_on(self.webhook_wakeups, on_notify, on_connected)
 
     async def listen_scan_jobs(
         self, on_notify: Callable[[str], None], on_connected: Callable[[], None]
     ) -> None:
         """live.Listen on the scanners' channel (scanning.CHANNEL), until cancelled."""
-        self.scan_wakeups.append(on_notify)
+        await self._listen_on(self.scan_wakeups, on_notify, on_connected)
+
+    @staticmethod
+    async def _listen_on(
+        listeners: list[Callable[[str], None]],
+        on_notify: Callable[[str], None],
+        on_connected: Callable[[], None],
+    ) -> None:
+        listeners.append(on_notify)
         on_connected()
         try:
             await asyncio.Event().wait()
         finally:
-            self.scan_wakeups.remove(on_notify)
+            listeners.remove(on_notify)
 
     @asynccontextmanager
     async def orphan_sweep_lock(self) -> AsyncIterator[MemoryQueries | None]:

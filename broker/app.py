@@ -22,6 +22,7 @@ from broker.api import status_stream
 from broker.config import Settings
 from broker.domain import errors
 from broker.domain.policies import load_policies
+from broker.issuers import load_issuers
 from broker.request_context import RequestContext
 
 log = logging.getLogger("broker.app")
@@ -55,7 +56,8 @@ def create_app(settings: Settings, after_startup: Callable[[], None] | None = No
     server entry point tunes the garbage collector there).
     """
 
-    load_policies(settings)  # a bad policies file stops the start here
+    load_policies(settings)  # a bad policies or issuers file stops the start here
+    load_issuers(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -129,7 +131,10 @@ def create_app(settings: Settings, after_startup: Callable[[], None] | None = No
 
 
 def _error_response(error: errors.BrokerError) -> JSONResponse:
-    return JSONResponse(error.to_body(), status_code=error.status)
+    response = JSONResponse(error.to_body(), status_code=error.status)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def _install_error_handlers(app: FastAPI) -> None:

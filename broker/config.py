@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         "arn:minio:sqs::DIRECT:webhook",
     )
     jwt_secret: str = Field(min_length=32)
+    # Identity providers whose tokens are accepted too (broker/issuers.py): a TOML file, or
+    # the same document as JSON in the environment.
+    issuers_file: Path | None = None
+    issuers: str = ""
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
     webhook_token: str = Field(min_length=16)
 
     max_upload_bytes: int = Field(default=5 * GIB, ge=1, le=5 * 1024 * GIB)
@@ -120,7 +125,7 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("policies_file", mode="before")
+    @field_validator("policies_file", "issuers_file", mode="before")
     @classmethod
     def _no_file_when_empty(cls, value: object) -> object:
         # `BROKER_POLICIES_FILE=` (as in .env.example) means none, not the folder ".".
@@ -242,6 +247,16 @@ class Settings(BaseSettings):
     def public_endpoint(self) -> str:
         """The S3 endpoint browsers use; presigned URLs are signed for this host."""
         return self.s3_public_endpoint or self.s3_endpoint
+
+
+def describe(exc: ValidationError) -> str:
+    """A model's validation problems on one line, each prefixed with where it is."""
+    return "; ".join(
+        ".".join(str(part) for part in error["loc"])
+        + ": "
+        + error["msg"].removeprefix("Value error, ")
+        for error in exc.errors()
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

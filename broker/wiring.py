@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 
 import tenacity
 
-from broker.adapters import db, http, queries, scanners, sniffer, storage
-from broker.config import Settings
+from broker import auth
+from broker.adapters import db, http, jwks, queries, scanners, sniffer, storage
+from broker.config import ConfigError, Settings
 from broker.domain.policies import Policies, load_policies
 from broker.flows import (
     admin,
@@ -32,6 +33,7 @@ from broker.flows import (
     webhook_sender,
 )
 from broker.flows.ports import ContentSniffer, ObjectStore, Queries, Scanner, WebhookPoster
+from broker.issuers import Issuer, load_issuers
 
 log = logging.getLogger("broker.wiring")
 
@@ -51,6 +53,7 @@ class Flows:
     webhooks: app_webhooks.AppWebhooks
     webhook_sender: webhook_sender.WebhookSender
     scanner: scanning.MalwareScanner
+    authenticator: auth.Authenticator
 
 
 def build(
@@ -62,6 +65,7 @@ def build(
     sniff: ContentSniffer,
     engine: Scanner | None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    keys: auth.KeySource | None = None,
 ) -> Flows:
     """Wire the use cases to implementations of their ports (no I/O): the adapters in
     `connected`, the in-memory fakes in the unit suite. `listen(channel)` runs a LISTEN."""
@@ -129,7 +133,22 @@ def build(
             ),
             clock=clock,
         ),
+        authenticator=auth.Authenticator(
+            settings.jwt_secret, load_issuers(settings), keys, settings.jwt_leeway_seconds
+        ),
     )
+
+
+async def check_owner_namespaces(statements: queries.Queries, issuers: tuple[Issuer, ...]) -> None:
+    """Refuse to start when local owners already use an identity provider's namespace: the
+    provider's users would own their uploads."""
+    for issuer in issuers:
+        taken = await statements.owner_in_namespace(issuer.owner_of(""))
+        if taken is not None:
+            raise ConfigError(
+                f"BROKER_ISSUERS: issuer name {issuer.name!r} is taken: local owners such as "
+                f"{taken[:100]!r} start with {issuer.owner_of('')!r}; choose another name"
+            )
 
 
 def webhook_poster(settings: Settings) -> http.WebhookPoster:
@@ -201,11 +220,14 @@ async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> Asyn
             async for attempt in _waiting("minio", settings):
                 with attempt:
                     await store.ping()
+        statements = queries.Queries(database)
+        await check_owner_namespaces(statements, load_issuers(settings))
         poster = webhook_poster(settings)
+        keys = jwks.JwksKeys()
         try:
             yield build(
                 settings,
-                queries.Queries(database),
+                statements,
                 store,
                 poster,
                 lambda channel: functools.partial(
@@ -213,8 +235,10 @@ async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> Asyn
                 ),
                 sniffer.detect,
                 scanners.scanner_from_settings(settings),
+                keys=keys,
             )
         finally:
+            await keys.aclose()
             await poster.aclose()
     finally:
         await database.close()

@@ -183,6 +183,10 @@ class Queries:
     async def ping(self) -> None:
         await self._row("ping")
 
+    async def owner_in_namespace(self, prefix: str) -> str | None:
+        row = await self._row("owner_in_namespace", prefix=prefix)
+        return row[0] if row is not None else None
+
     # ------------------------------------------------------------ creating
 
     async def insert_upload(self, record: NewUploadRecord, quota: QuotaLimits) -> Upload | None:

@@ -8,6 +8,12 @@
 -- Readiness: the database answers.
 SELECT 1;
 
+-- name: owner_in_namespace
+-- One owner whose name starts with an identity provider's prefix ("auth0:"), if any: at start,
+-- before that provider's owners could be confused with local owners of that form. A scan
+-- (the owner index does not serve a prefix under every collation), once per start.
+SELECT owner FROM uploads WHERE starts_with(owner, :prefix) LIMIT 1;
+
 -- name: insert_upload
 -- Create a pending upload; its deadline and its early check (check_after: when its URL has
 -- expired; NULL for none) are counted from the database clock. A repeated idempotency key

@@ -204,7 +204,7 @@ async def reconcile_upload(
     upload_id: uuid.UUID, service: AdminDep, principal: PrincipalDep
 ) -> ActionResult:
     """Check one pending upload against storage now (settles it, or expires it if overdue)."""
-    outcome, row = await service.reconcile(upload_id, f"admin:{principal.subject}")
+    outcome, row = await service.reconcile(upload_id, f"admin:{principal.owner}")
     return ActionResult(outcome=outcome, upload=AdminUpload.of(row))
 
 
@@ -226,7 +226,7 @@ async def release_upload(
 ) -> AdminUpload:
     """Release a quarantined upload: it becomes finalized and downloadable; the reason and
     your name are recorded in its history. Anything else is 409 ERR_UPLOAD_NOT_QUARANTINED."""
-    upload = await service.release(upload_id, f"admin:{principal.subject}", decision.reason)
+    upload = await service.release(upload_id, f"admin:{principal.owner}", decision.reason)
     return AdminUpload.of(upload)
 
 
@@ -240,7 +240,7 @@ async def delete_upload(
 ) -> ActionResult:
     """Delete any live upload (pending, scanning, finalized or quarantined) and its object;
     the reason and your name are recorded in its history."""
-    outcome, row = await service.delete(upload_id, f"admin:{principal.subject}", decision.reason)
+    outcome, row = await service.delete(upload_id, f"admin:{principal.owner}", decision.reason)
     return ActionResult(outcome=outcome, upload=AdminUpload.of(row))
 
 
@@ -249,5 +249,5 @@ async def expire_upload(
     upload_id: uuid.UUID, service: AdminDep, principal: PrincipalDep
 ) -> ActionResult:
     """Expire a pending upload now and remove whatever it stored."""
-    outcome, row = await service.expire(upload_id, f"admin:{principal.subject}")
+    outcome, row = await service.expire(upload_id, f"admin:{principal.owner}")
     return ActionResult(outcome=outcome, upload=AdminUpload.of(row))

@@ -21,7 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from broker import auth
 from broker.api import schemas, security_doc
-from broker.api.deps import AuthenticatedRoute, CompanionDep, PrincipalDep, bearer_token
+from broker.api.deps import (
+    AuthenticatedRoute,
+    CompanionDep,
+    PrincipalDep,
+    authenticate,
+    check_policy_granted,
+    flows_of,
+    token_error,
+)
 from broker.api.errors_doc import responses
 from broker.domain import errors
 from broker.flows import uploads
@@ -34,21 +42,17 @@ DECIMAL = re.compile(r"^[0-9]{1,16}$")
 METADATA = TypeAdapter(schemas.Metadata)
 
 
-def companion_principal(request: Request) -> auth.Principal:
+async def companion_principal(request: Request) -> auth.Principal:
     """The owner named by the JWT in the path (under /uppy/{token}), else by the
     `Authorization: Bearer` header, as for the native API."""
     in_path = request.path_params.get("token")
-    token = in_path or bearer_token(request)
-    if token is None:
-        raise errors.Unauthorized()
+    if not in_path:
+        return await authenticate(request)
     try:
-        secret = request.app.state.settings.jwt_secret
-        if in_path:
-            # A URL gets logged and shared: only a token scoped to these routes goes there.
-            return auth.verify_scoped_token(secret, token, auth.UPPY_SCOPE)
-        return auth.verify_token(secret, token)
+        # A URL gets logged and shared: only a token scoped to these routes goes there.
+        return flows_of(request).authenticator.verify_scoped(in_path, auth.UPPY_SCOPE)
     except auth.InvalidToken as exc:
-        raise errors.Unauthorized("the bearer token is invalid or expired") from exc
+        raise token_error(exc) from None
 
 
 def check_origin(request: Request) -> None:
@@ -72,9 +76,9 @@ class CompanionRoute(AuthenticatedRoute):
     """Authenticated first, by the token in the path or the bearer header, and only for
     an allowed browser origin."""
 
-    def identify(self, request: Request) -> auth.Principal:
+    async def identify(self, request: Request) -> auth.Principal:
         check_origin(request)
-        return companion_principal(request)
+        return await companion_principal(request)
 
 
 class UppyFile(BaseModel):
@@ -269,7 +273,9 @@ async def upload_parameters(
     service: CompanionDep,
 ) -> UploadParameters:
     """Companion's getUploadParameters: a pending upload and the form POST for its bytes."""
-    _, form = await service.create_form(principal.subject, new_upload(file, "query"))
+    new = new_upload(file, "query")
+    check_policy_granted(principal, new.policy)
+    _, form = await service.create_form(principal.owner, new)
     return UploadParameters(url=form.url, fields=form.fields, expires=seconds_left(form.expires_at))
 
 
@@ -282,7 +288,9 @@ async def create_multipart_upload(
     file: UppyFile, principal: PrincipalDep, service: CompanionDep
 ) -> MultipartCreated:
     """Companion's createMultipartUpload: a pending multipart upload, parts cut as Uppy cuts."""
-    upload, plan = await service.create_multipart(principal.subject, new_upload(file, "body"))
+    new = new_upload(file, "body")
+    check_policy_granted(principal, new.policy)
+    upload, plan = await service.create_multipart(principal.owner, new)
     return MultipartCreated(key=upload.object_key, uploadId=plan.upload_id, bucket=upload.bucket)
 
 
@@ -295,7 +303,7 @@ async def list_parts(
     upload_id: UploadId, key: ObjectKey, principal: PrincipalDep, service: CompanionDep
 ) -> list[StoredPart]:
     """Companion's listParts: the parts storage already holds, to resume an upload."""
-    parts = await service.list_parts(principal.subject, key, upload_id)
+    parts = await service.list_parts(principal.owner, key, upload_id)
     return [StoredPart(PartNumber=p.part_number, Size=p.size, ETag=f'"{p.etag}"') for p in parts]
 
 
@@ -325,7 +333,7 @@ async def sign_parts(
         raise errors.InvalidRequest(
             details=[{"field": "partNumbers", "in": "query", "message": "1 to 1000 part numbers"}]
         )
-    signed = await service.sign_parts(principal.subject, key, upload_id, [int(n) for n in numbers])
+    signed = await service.sign_parts(principal.owner, key, upload_id, [int(n) for n in numbers])
     return PartUrls(presignedUrls={str(number): put.url for number, put in signed})
 
 
@@ -342,7 +350,7 @@ async def sign_part(
     service: CompanionDep,
 ) -> PartUrl:
     """Companion's signPart: a presigned UploadPart PUT for one part."""
-    [(_, put)] = await service.sign_parts(principal.subject, key, upload_id, [part_number])
+    [(_, put)] = await service.sign_parts(principal.owner, key, upload_id, [part_number])
     return PartUrl(url=put.url, expires=seconds_left(put.expires_at))
 
 
@@ -360,7 +368,7 @@ async def complete_multipart_upload(
 ) -> Completed:
     """Companion's completeMultipartUpload: join the parts; the webhook then finalizes."""
     claimed = {part.PartNumber: part.ETag for part in body.parts}
-    upload = await service.complete(principal.subject, key, upload_id, claimed)
+    upload = await service.complete(principal.owner, key, upload_id, claimed)
     return Completed(location=service.location(key), key=key, bucket=upload.bucket)
 
 
@@ -373,7 +381,7 @@ async def abort_multipart_upload(
     upload_id: UploadId, key: ObjectKey, principal: PrincipalDep, service: CompanionDep
 ) -> Aborted:
     """Companion's abortMultipartUpload: the upload is deleted and its parts freed."""
-    await service.abort(principal.subject, key, upload_id)
+    await service.abort(principal.owner, key, upload_id)
     return Aborted()
 
 

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from broker import auth, wiring
 from broker.api import security_doc
 from broker.config import Settings
-from broker.domain import errors
+from broker.domain import errors, policies
 from broker.flows import admin, app_webhooks, companion, finalization, live, multipart, uploads
 
 
@@ -28,15 +28,47 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def authenticate(request: Request) -> auth.Principal:
+TOKEN_ERRORS: dict[str, type[errors.Unauthorized]] = {
+    "malformed": errors.TokenInvalid,
+    "claims": errors.TokenInvalid,
+    "expired": errors.TokenExpired,
+    "signature": errors.TokenSignature,
+    "audience": errors.TokenAudience,
+    "issuer": errors.TokenIssuer,
+    "algorithm": errors.TokenAlgorithm,
+    "unknown_key": errors.TokenKeyUnknown,
+    "scope": errors.TokenScope,
+}
+
+
+def token_error(exc: auth.InvalidToken | auth.KeysUnavailable) -> errors.BrokerError:
+    """What the client is told about a token that did not verify."""
+    if isinstance(exc, auth.KeysUnavailable):
+        return errors.IssuerUnavailable(retry_after=exc.retry_after)
+    return TOKEN_ERRORS[exc.reason](exc.message)
+
+
+async def verify(request: Request, token: str) -> auth.Principal:
+    """The principal of a bearer token, or the BrokerError that says why not."""
+    try:
+        return await flows_of(request).authenticator.verify(token)
+    except (auth.InvalidToken, auth.KeysUnavailable) as exc:
+        raise token_error(exc) from None
+
+
+def check_policy_granted(principal: auth.Principal, policy: str | None) -> None:
+    """Refuse a policy the token does not grant (an identity provider's policies claim)."""
+    name = policy or policies.DEFAULT
+    if not principal.may_use(name):
+        raise errors.PolicyNotAllowed(details={"policy": name[:100]})
+
+
+async def authenticate(request: Request) -> auth.Principal:
     """The owner named by the request's bearer token, or Unauthorized."""
     token = bearer_token(request)
     if token is None:
         raise errors.Unauthorized()
-    try:
-        return auth.verify_token(request.app.state.settings.jwt_secret, token)
-    except auth.InvalidToken as exc:
-        raise errors.Unauthorized("the bearer token is invalid or expired") from exc
+    return await verify(request, token)
 
 
 class AuthenticatedRoute(APIRoute):
@@ -56,14 +88,14 @@ class AuthenticatedRoute(APIRoute):
     def security(self) -> security_doc.Requirement:
         return security_doc.BEARER
 
-    def identify(self, request: Request) -> auth.Principal:
-        return authenticate(request)
+    async def identify(self, request: Request) -> auth.Principal:
+        return await authenticate(request)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def authenticated_handler(request: Request) -> Response:
-            request.state.principal = self.identify(request)
+            request.state.principal = await self.identify(request)
             return await handler(request)
 
         return authenticated_handler

@@ -63,14 +63,14 @@ def _unauthorized(request: Request, reason: str, forget_cookie: bool = False) ->
 
 
 def _forbidden(request: Request, principal: auth.Principal) -> HTMLResponse:
-    page = ops_page.render_admin_required_page(principal.subject, _ops_path(request))
+    page = ops_page.render_admin_required_page(principal.owner, _ops_path(request))
     return _page(page, 403)
 
 
-def _verify(request: Request, token: str) -> auth.Principal | None:
+async def _verify(request: Request, token: str) -> auth.Principal | None:
     try:
-        return auth.verify_token(request.app.state.settings.jwt_secret, token)
-    except auth.InvalidToken:
+        return await flows_of(request).authenticator.verify(token)
+    except (auth.InvalidToken, auth.KeysUnavailable):
         return None
 
 
@@ -91,7 +91,7 @@ async def ops(request: Request, q: str | None = None) -> Response:
     token = header_token or request.cookies.get(COOKIE)
     if not token:
         return _unauthorized(request, "No admin token was sent.")
-    principal = _verify(request, token)
+    principal = await _verify(request, token)
     if principal is None:
         return _unauthorized(
             request, "The token is invalid or has expired.", forget_cookie=header_token is None
@@ -139,7 +139,7 @@ async def ops_login(request: Request, token: str | None = None) -> Response:
     """Exchange an admin token in the query for an HttpOnly cookie, then go to /ops."""
     if not token:
         return _unauthorized(request, "No token was given.")
-    principal = _verify(request, token)
+    principal = await _verify(request, token)
     if principal is None:
         return _unauthorized(request, "The token is invalid or has expired.")
     if not principal.admin:

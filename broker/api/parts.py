@@ -23,7 +23,7 @@ async def sign_parts(
 ) -> schemas.SignedParts:
     """Presign UploadPart requests for just these parts (sign just in time, a batch at a time)."""
     signed = await service.sign_parts(
-        principal.subject, upload_id, list(dict.fromkeys(body.part_numbers)), body.checksums
+        principal.owner, upload_id, list(dict.fromkeys(body.part_numbers)), body.checksums
     )
     return schemas.SignedParts(
         parts=[
@@ -44,7 +44,7 @@ async def list_parts(
     upload_id: uuid.UUID, principal: PrincipalDep, service: MultipartDep
 ) -> schemas.StoredParts:
     """List the parts storage already holds, to resume an interrupted upload."""
-    parts = await service.list_parts(principal.subject, upload_id)
+    parts = await service.list_parts(principal.owner, upload_id)
     return schemas.StoredParts(
         parts=[
             schemas.StoredPartOut(
@@ -68,4 +68,4 @@ async def complete(
 ) -> schemas.Upload:
     """Complete the multipart upload in storage; it is finalized by the webhook, like a PUT."""
     claimed = {part.part_number: part.etag for part in body.parts}
-    return schemas.Upload.of(await service.complete(principal.subject, upload_id, claimed))
+    return schemas.Upload.of(await service.complete(principal.owner, upload_id, claimed))

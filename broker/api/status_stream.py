@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker import auth
 from broker.api import security_doc
-from broker.api.deps import bearer_token, flows_of
+from broker.api.deps import bearer_token, flows_of, token_error, verify
 from broker.api.errors_doc import responses
 from broker.domain import errors
 from broker.flows.live import LiveStatus, Reconnect, StatusEvent
@@ -34,17 +34,17 @@ async def _principal(
     request: Request, upload_id: uuid.UUID, token: str | None, live: LiveStatus
 ) -> auth.Principal:
     """The bearer header's owner, or the owner the stream token was issued for."""
-    secret = request.app.state.settings.jwt_secret
     header = bearer_token(request)
+    if header is not None:
+        return await verify(request, header)
+    if token is None:
+        raise errors.Unauthorized()
+    owner = await live.owner_of(upload_id) or ""
     try:
-        if header is not None:
-            return auth.verify_token(secret, header)
-        if token is not None:
-            owner = await live.owner_of(upload_id) or ""
-            return auth.verify_events_token(secret, token, str(upload_id), owner)
+        secret = request.app.state.settings.jwt_secret
+        return auth.verify_events_token(secret, token, str(upload_id), owner)
     except auth.InvalidToken as exc:
-        raise errors.Unauthorized("the token is invalid, expired, or not for this upload") from exc
-    raise errors.Unauthorized()
+        raise token_error(exc) from None
 
 
 async def open_stream(
@@ -54,7 +54,7 @@ async def open_stream(
     the current state at once, then each change, closing on a final state."""
     flows = flows_of(request)
     principal = await _principal(request, upload_id, token, flows.live)
-    upload = await flows.uploads.get(principal.subject, upload_id)
+    upload = await flows.uploads.get(principal.owner, upload_id)
     resume_after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     events = flows.live.follow(upload, resume_after)
 

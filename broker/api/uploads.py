@@ -13,7 +13,14 @@ from fastapi.exceptions import RequestValidationError
 
 from broker import auth
 from broker.api import schemas, security_doc
-from broker.api.deps import AuthenticatedRoute, PrincipalDep, UploadsDep, authenticate, flows_of
+from broker.api.deps import (
+    AuthenticatedRoute,
+    PrincipalDep,
+    UploadsDep,
+    authenticate,
+    check_policy_granted,
+    flows_of,
+)
 from broker.api.direct_route import DirectRoute
 from broker.api.errors_doc import responses
 from broker.domain.model import UploadStatus
@@ -85,11 +92,12 @@ async def create_upload(request: Request) -> Response:
     """Create a pending upload and get how to send its bytes straight to storage."""
     # The hot path: body, dependencies and response are handled by hand here, because
     # FastAPI's generic machinery for them costs more than the rest of the request.
-    principal = authenticate(request)  # before the body, as AuthenticatedRoute does
+    principal = await authenticate(request)  # before the body, as AuthenticatedRoute does
     body = await create_body(request)
+    check_policy_granted(principal, body.policy)
     service = flows_of(request).uploads
     created = await service.create(
-        principal.subject,
+        principal.owner,
         uploads.NewUpload(
             filename=body.filename,
             content_type=body.content_type,
@@ -105,7 +113,7 @@ async def create_upload(request: Request) -> Response:
     )
     upload_id = str(created.record.id)
     token = auth.issue_events_token(
-        request.app.state.settings.jwt_secret, principal.subject, upload_id
+        request.app.state.settings.jwt_secret, principal.owner, upload_id
     )
     # Serialized straight from a dict (no model to build and validate): every value comes
     # from the database or the presigner; a test checks the body against its schema.
@@ -251,7 +259,7 @@ async def list_uploads(
 
     Filter by your own metadata with `metadata.<key>=<value>` (several keys: all must match).
     """
-    page = await service.list(principal.subject, status, limit, cursor, metadata_filter(request))
+    page = await service.list(principal.owner, status, limit, cursor, metadata_filter(request))
     return schemas.UploadPage(
         items=[schemas.Upload.of(row) for row in page.items], next_cursor=page.next_cursor
     )
@@ -262,7 +270,7 @@ async def get_upload(
     upload_id: uuid.UUID, principal: PrincipalDep, service: UploadsDep
 ) -> schemas.Upload:
     """Read one of your uploads."""
-    return schemas.Upload.of(await service.get(principal.subject, upload_id))
+    return schemas.Upload.of(await service.get(principal.owner, upload_id))
 
 
 @router.get(
@@ -287,7 +295,7 @@ async def download_upload(
     """Get a presigned GET URL for a finalized upload; it downloads under the original name.
     Uploads still being scanned (ERR_UPLOAD_SCANNING) or quarantined
     (ERR_UPLOAD_QUARANTINED) are refused with 409."""
-    get = await service.download(principal.subject, upload_id, inline=disposition == "inline")
+    get = await service.download(principal.owner, upload_id, inline=disposition == "inline")
     return schemas.DownloadLink(url=get.url, expires_at=get.expires_at)
 
 
@@ -298,4 +306,4 @@ async def delete_upload(
     upload_id: uuid.UUID, principal: PrincipalDep, service: UploadsDep
 ) -> schemas.Upload:
     """Delete an upload and its object; repeating the call is harmless."""
-    return schemas.Upload.of(await service.delete(principal.subject, upload_id))
+    return schemas.Upload.of(await service.delete(principal.owner, upload_id))

@@ -182,7 +182,7 @@ async def disable_endpoint(
     endpoint_id: uuid.UUID, service: AppWebhooksDep, principal: PrincipalDep, body: Disable
 ) -> Endpoint:
     """Stop sending to the endpoint; its deliveries wait until it is enabled again."""
-    reason = f"{body.reason} (admin:{principal.subject})"
+    reason = f"{body.reason} (admin:{principal.owner})"
     return Endpoint.of(await service.disable(endpoint_id, reason))
 
 

@@ -11,9 +11,12 @@ class BrokerError(Exception):
     code: ClassVar[str] = "ERR_INTERNAL"
     status: ClassVar[int] = 500
 
-    def __init__(self, message: str | None = None, details: Any = None) -> None:
+    def __init__(
+        self, message: str | None = None, details: Any = None, retry_after: int | None = None
+    ) -> None:
         self.message = message or (self.__doc__ or "").strip()
         self.details = details
+        self.retry_after = retry_after  # seconds, sent as Retry-After
         super().__init__(self.message)
 
     def to_body(self) -> dict[str, Any]:
@@ -117,6 +120,69 @@ class Unauthorized(BrokerError):
 
     code = "ERR_UNAUTHORIZED"
     status = 401
+
+
+class TokenInvalid(Unauthorized):
+    """The token is malformed, or lacks a claim this broker needs."""
+
+    code = "ERR_TOKEN_INVALID"
+
+
+class TokenExpired(Unauthorized):
+    """The token has expired."""
+
+    code = "ERR_TOKEN_EXPIRED"
+
+
+class TokenSignature(Unauthorized):
+    """The token's signature does not verify."""
+
+    code = "ERR_TOKEN_SIGNATURE"
+
+
+class TokenAudience(Unauthorized):
+    """The token is not meant for this broker (its aud)."""
+
+    code = "ERR_TOKEN_AUDIENCE"
+
+
+class TokenIssuer(Unauthorized):
+    """The token's issuer (its iss) is not one this broker trusts."""
+
+    code = "ERR_TOKEN_ISSUER"
+
+
+class TokenAlgorithm(Unauthorized):
+    """The token is signed with an algorithm its issuer may not use."""
+
+    code = "ERR_TOKEN_ALGORITHM"
+
+
+class TokenKeyUnknown(Unauthorized):
+    """The token is signed by a key its issuer does not publish."""
+
+    code = "ERR_TOKEN_KEY_UNKNOWN"
+
+
+class TokenScope(Unauthorized):
+    """This route needs a token of another scope."""
+
+    code = "ERR_TOKEN_SCOPE"
+
+
+class IssuerUnavailable(BrokerError):
+    """The token's identity provider does not answer and its keys are no longer cached;
+    retry later."""
+
+    code = "ERR_ISSUER_UNAVAILABLE"
+    status = 503
+
+
+class PolicyNotAllowed(BrokerError):
+    """The token does not grant this upload policy."""
+
+    code = "ERR_POLICY_NOT_ALLOWED"
+    status = 403
 
 
 class Forbidden(BrokerError):

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
 
-from broker.config import ConfigError, Settings, check_media_type_patterns
+from broker.config import ConfigError, Settings, check_media_type_patterns, describe
 
 DEFAULT = "default"
 KEY_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*/$")
@@ -154,10 +154,4 @@ def _parse(where: str, what: str, model: type[Any], table: object) -> Any:
     try:
         return model(**table)
     except ValidationError as exc:
-        problems = "; ".join(
-            ".".join(str(part) for part in error["loc"])
-            + ": "
-            + error["msg"].removeprefix("Value error, ")
-            for error in exc.errors()
-        )
-        raise ConfigError(f"{where}: {what}: {problems}") from None
+        raise ConfigError(f"{where}: {what}: {describe(exc)}") from None

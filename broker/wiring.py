@@ -139,11 +139,11 @@ def build(
     )
 
 
-async def check_owner_namespaces(statements: queries.Queries, issuers: tuple[Issuer, ...]) -> None:
-    """Refuse to start when local owners already use an identity provider's namespace: the
-    provider's users would own their uploads."""
+async def claim_owner_namespaces(statements: queries.Queries, issuers: tuple[Issuer, ...]) -> None:
+    """Refuse to start when local owners already use a new identity provider's namespace:
+    the provider's users would own their uploads."""
     for issuer in issuers:
-        taken = await statements.owner_in_namespace(issuer.owner_of(""))
+        taken = await statements.claim_issuer_namespace(issuer.name, issuer.owner_of(""))
         if taken is not None:
             raise ConfigError(
                 f"BROKER_ISSUERS: issuer name {issuer.name!r} is taken: local owners such as "
@@ -221,7 +221,7 @@ async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> Asyn
                 with attempt:
                     await store.ping()
         statements = queries.Queries(database)
-        await check_owner_namespaces(statements, load_issuers(settings))
+        await claim_owner_namespaces(statements, load_issuers(settings))
         poster = webhook_poster(settings)
         keys = jwks.JwksKeys()
         try:

@@ -4,6 +4,9 @@ JWKS, which a test can rotate, break or take down."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -72,6 +75,19 @@ class Provider:
         new = Key.rsa()
         self.keys = [new, *self.keys[1:]]
         return new
+
+
+def forge_hs256_with_public_key(claims: dict[str, Any], key: Key) -> str:
+    """The classic confusion attack: an HS256 token whose secret is the provider's public key
+    (signed by hand: PyJWT itself refuses a PEM key as an HMAC secret)."""
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": key.kid}).encode())
+    payload = _b64(json.dumps(claims).encode())
+    mac = hmac.new(key.public_pem(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{_b64(mac)}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -183,8 +183,9 @@ class Queries:
     async def ping(self) -> None:
         await self._row("ping")
 
-    async def owner_in_namespace(self, prefix: str) -> str | None:
-        row = await self._row("owner_in_namespace", prefix=prefix)
+    async def claim_issuer_namespace(self, issuer: str, prefix: str) -> str | None:
+        """Claim a provider's owner namespace; an owner that already has it, if one does."""
+        row = await self._row("claim_issuer_namespace", issuer=issuer, prefix=prefix)
         return row[0] if row is not None else None
 
     # ------------------------------------------------------------ creating

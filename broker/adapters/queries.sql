@@ -8,11 +8,22 @@
 -- Readiness: the database answers.
 SELECT 1;
 
--- name: owner_in_namespace
--- One owner whose name starts with an identity provider's prefix ("auth0:"), if any: at start,
--- before that provider's owners could be confused with local owners of that form. A scan
--- (the owner index does not serve a prefix under every collation), once per start.
-SELECT owner FROM uploads WHERE starts_with(owner, :prefix) LIMIT 1;
+-- name: claim_issuer_namespace
+-- Claim an identity provider's owner namespace ("auth0:") the first time a broker starts with
+-- it, unless an owner already has that form (a local owner, then: returned, nothing claimed).
+-- The scan runs once per provider, not once per start.
+WITH claimed_before AS (
+    SELECT 1 FROM issuer_namespaces WHERE name = :issuer
+), taken AS (
+    SELECT owner FROM uploads
+    WHERE starts_with(owner, :prefix) AND NOT EXISTS (SELECT 1 FROM claimed_before)
+    LIMIT 1
+), claimed AS (
+    INSERT INTO issuer_namespaces (name)
+    SELECT :issuer WHERE NOT EXISTS (SELECT 1 FROM taken)
+    ON CONFLICT (name) DO NOTHING
+)
+SELECT owner FROM taken;
 
 -- name: insert_upload
 -- Create a pending upload; its deadline and its early check (check_after: when its URL has

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
 import time
 
 import jwt
@@ -14,7 +10,7 @@ import pytest
 
 from broker import auth
 from broker.issuers import ClaimGrant, Issuer
-from tests.identity import Key, Provider
+from tests.identity import Key, Provider, forge_hs256_with_public_key
 
 SECRET = "0123456789abcdef0123456789abcdef"
 PROVIDER = Provider(issuer="https://id.example.test/")
@@ -115,19 +111,10 @@ def test_forged_provider_tokens_are_refused():
     claims = jwt.decode(PROVIDER.token(), options={"verify_signature": False})
     unsigned = jwt.encode(claims, None, "none", headers={"kid": key.kid})
     assert reason(unsigned) == "algorithm"
-    # The classic confusion: HS256 with the provider's public key as the shared secret
-    # (signed by hand: PyJWT itself refuses a PEM key as an HMAC secret).
-    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": key.kid}).encode())
-    payload = _b64(json.dumps(claims).encode())
-    mac = hmac.new(key.public_pem(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    assert reason(f"{header}.{payload}.{_b64(mac)}") == "algorithm"
+    assert reason(forge_hs256_with_public_key(claims, key)) == "algorithm"
     stranger = Key.rsa(kid=key.kid)  # the right kid, someone else's key
     assert reason(PROVIDER.token(key=stranger)) == "signature"
     assert reason(PROVIDER.token(key=Key.rsa())) == "unknown_key"
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def test_a_key_declared_for_another_algorithm_is_refused():

@@ -1806,7 +1806,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1824,7 +1824,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1917,7 +1917,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1926,7 +1926,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1971,7 +1971,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2002,7 +2002,7 @@ export interface operations {
                     "application/json": components["schemas"]["Upload"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2029,7 +2029,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2060,7 +2060,7 @@ export interface operations {
                     "application/json": components["schemas"]["Upload"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2087,7 +2087,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2121,7 +2121,7 @@ export interface operations {
                     "application/json": components["schemas"]["DownloadLink"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2157,7 +2157,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2188,7 +2188,7 @@ export interface operations {
                     "application/json": components["schemas"]["StoredParts"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2224,7 +2224,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2268,7 +2268,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2304,7 +2304,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2348,7 +2348,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2384,7 +2384,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2420,7 +2420,7 @@ export interface operations {
                     "text/event-stream": unknown;
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2447,7 +2447,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2499,7 +2499,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2508,7 +2508,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2526,7 +2526,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2557,7 +2557,7 @@ export interface operations {
                     "application/json": components["schemas"]["Inspection"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2566,7 +2566,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2593,7 +2593,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2622,7 +2622,7 @@ export interface operations {
                     "application/json": components["schemas"]["Stats"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2631,7 +2631,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2640,7 +2640,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2671,7 +2671,7 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2680,7 +2680,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2707,7 +2707,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2751,7 +2751,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2760,7 +2760,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2796,7 +2796,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2840,7 +2840,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2849,7 +2849,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2876,7 +2876,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2907,7 +2907,7 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2916,7 +2916,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2943,7 +2943,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2981,7 +2981,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2990,7 +2990,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3026,7 +3026,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3068,7 +3068,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3077,7 +3077,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3113,7 +3113,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3153,7 +3153,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3162,7 +3162,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3198,7 +3198,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3242,7 +3242,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3251,7 +3251,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3287,7 +3287,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3327,7 +3327,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3336,7 +3336,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3372,7 +3372,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3416,7 +3416,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3425,7 +3425,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3461,7 +3461,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3501,7 +3501,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3510,7 +3510,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3546,7 +3546,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3586,7 +3586,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3595,7 +3595,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3631,7 +3631,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3675,7 +3675,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3684,7 +3684,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3720,7 +3720,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3765,7 +3765,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3774,7 +3774,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3810,7 +3810,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3850,7 +3850,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3859,7 +3859,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3895,7 +3895,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3946,7 +3946,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookResult"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3955,7 +3955,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4062,7 +4062,7 @@ export interface operations {
                     "application/json": components["schemas"]["UploadParameters"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4071,7 +4071,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4107,7 +4107,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4149,7 +4149,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4158,7 +4158,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4194,7 +4194,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4228,7 +4228,7 @@ export interface operations {
                     "application/json": components["schemas"]["StoredPart"][];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4237,7 +4237,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4273,7 +4273,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4307,7 +4307,7 @@ export interface operations {
                     "application/json": components["schemas"]["Aborted"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4316,7 +4316,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4352,7 +4352,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4388,7 +4388,7 @@ export interface operations {
                     "application/json": components["schemas"]["PartUrls"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4397,7 +4397,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4433,7 +4433,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4468,7 +4468,7 @@ export interface operations {
                     "application/json": components["schemas"]["PartUrl"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4477,7 +4477,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4513,7 +4513,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4560,7 +4560,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4569,7 +4569,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4605,7 +4605,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4648,7 +4648,7 @@ export interface operations {
                     "application/json": components["schemas"]["UploadParameters"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4657,7 +4657,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4693,7 +4693,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4738,7 +4738,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4747,7 +4747,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4783,7 +4783,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4819,7 +4819,7 @@ export interface operations {
                     "application/json": components["schemas"]["StoredPart"][];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4828,7 +4828,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4864,7 +4864,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4900,7 +4900,7 @@ export interface operations {
                     "application/json": components["schemas"]["Aborted"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4909,7 +4909,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4945,7 +4945,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4983,7 +4983,7 @@ export interface operations {
                     "application/json": components["schemas"]["PartUrls"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4992,7 +4992,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5028,7 +5028,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5065,7 +5065,7 @@ export interface operations {
                     "application/json": components["schemas"]["PartUrl"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5074,7 +5074,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5110,7 +5110,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5159,7 +5159,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Missing, expired or forged token */
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5168,7 +5168,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Quota exceeded (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5204,7 +5204,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The database or storage is unavailable; retry later */
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -221,9 +221,11 @@ async def connected(settings: Settings, *, pool_min: int, pool_max: int) -> Asyn
                 with attempt:
                     await store.ping()
         statements = queries.Queries(database)
-        await claim_owner_namespaces(statements, load_issuers(settings))
+        issuers = load_issuers(settings)
+        await claim_owner_namespaces(statements, issuers)
         poster = webhook_poster(settings)
         keys = jwks.JwksKeys()
+        keys.prefetch(issuers)
         try:
             yield build(
                 settings,

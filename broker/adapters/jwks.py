@@ -6,6 +6,7 @@ fetch, and refetches for every token with an unknown `kid`, so a flood of made-u
 flood of requests to the provider. PyJWT still parses and checks the keys (PyJWKSet).
 
 Per issuer:
+- fetched when the broker starts, then:
 - a `kid` in a fresh set (younger than jwks_refresh_seconds) costs nothing;
 - an older set is refreshed in the background while its keys keep answering;
 - an unknown `kid` waits for a refetch (the provider rotated its keys);
@@ -54,10 +55,13 @@ class JwksKeys:
         self._states: dict[str, _IssuerKeys] = {}
         self._session: aiohttp.ClientSession | None = None
 
+    def prefetch(self, issuers: tuple[Issuer, ...]) -> None:
+        """Start fetching each issuer's keys, so the first token does not wait for them."""
+        for issuer in issuers:
+            self._start_fetch(issuer, self._state(issuer))
+
     async def key(self, issuer: Issuer, kid: str | None) -> SigningKey | None:
-        state = self._states.get(issuer.name)
-        if state is None:
-            state = self._states[issuer.name] = _IssuerKeys(jwks_url=issuer.jwks_url)
+        state = self._state(issuer)
         age = self._clock() - state.fetched_at
         if state.keys is not None and kid in state.keys:
             if age >= issuer.jwks_refresh_seconds:
@@ -79,6 +83,12 @@ class JwksKeys:
                 state.fetching.cancel()
         if self._session is not None:
             await self._session.close()
+
+    def _state(self, issuer: Issuer) -> _IssuerKeys:
+        state = self._states.get(issuer.name)
+        if state is None:
+            state = self._states[issuer.name] = _IssuerKeys(jwks_url=issuer.jwks_url)
+        return state
 
     def _start_fetch(self, issuer: Issuer, state: _IssuerKeys) -> asyncio.Task[None] | None:
         """The fetch under way, or a new one unless the last began too recently."""

@@ -65,3 +65,6 @@ SCAN_BACKLOG = Gauge("broker_scan_jobs", "Uploads waiting for a malware verdict 
 SCAN_OLDEST_AGE = Gauge(
     "broker_scan_oldest_job_age_seconds", "Age of the oldest scan job (read at scrape)"
 )
+JWKS_FETCHES = Counter(
+    "broker_jwks_fetches_total", "Fetches of identity providers' keys", ["issuer", "result"]
+)

@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import jwt
 
+from broker import metrics
 from broker.auth import KeysUnavailable, SigningKey
 from broker.issuers import Issuer
 
@@ -112,6 +113,7 @@ class JwksKeys:
                     state.jwks_url = await self._discover(issuer)
                 keys = _signing_keys(await self._get_json(state.jwks_url))
         except (FetchFailed, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            metrics.JWKS_FETCHES.labels(issuer.name, "failed").inc()
             log.warning(
                 "jwks.fetch_failed",
                 extra={"issuer": issuer.name, "error": str(exc) or type(exc).__name__},
@@ -119,6 +121,7 @@ class JwksKeys:
             return
         state.keys = keys
         state.fetched_at = self._clock()
+        metrics.JWKS_FETCHES.labels(issuer.name, "ok").inc()
         log.info(
             "jwks.fetched",
             extra={

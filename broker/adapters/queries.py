@@ -518,6 +518,27 @@ class Queries:
         rows = await self._rows("recent_reconciler_runs", limit=limit)
         return [ReconcilerRun(*row) for row in rows]
 
+    # ------------------------------------------------------------ rate limits
+
+    async def take_rate_limit(
+        self, key: str, *, interval_seconds: float, period_seconds: float
+    ) -> float:
+        """0 when one action of `key`'s allowance was taken; else the seconds to wait."""
+        row = await self._row(
+            "take_rate_limit",
+            key=key,
+            interval_seconds=float(interval_seconds),
+            period_seconds=float(period_seconds),
+        )
+        assert row is not None  # a SELECT without FROM always has its row
+        return float(row[0])
+
+    async def delete_idle_rate_limits(self, limit: int) -> int:
+        """Forget up to `limit` keys whose allowance is whole again; how many went."""
+        row = await self._row("delete_idle_rate_limits", limit=limit)
+        assert row is not None  # an aggregate always has its row
+        return int(row[0])
+
     # ------------------------------------------------------------ statistics
 
     async def stats_by_status_and_policy(self) -> list[StatusPolicyCount]:

@@ -734,3 +734,43 @@ FROM webhook_deliveries WHERE status = 'pending';
 -- name: count_dead_webhook_deliveries
 -- Deliveries that gave up (the /ops page), through webhook_deliveries_dead_idx.
 SELECT count(*) FROM webhook_deliveries WHERE status = 'dead';
+
+-- ---- rate limits (migration 0012): GCRA, one row per limited key
+
+-- name: take_rate_limit
+-- Take one action of :key's allowance: :interval_seconds of it, out of a whole allowance of
+-- :period_seconds (a rule of n per period: interval = period / n). The row holds tat, the
+-- moment the allowance is whole again; an action is allowed while tat, pushed on by one
+-- interval, stays within one period from now. The guard is in the upsert's WHERE, so
+-- concurrent requests of every process are counted one after the other and none over the
+-- limit is let through; a refused action changes nothing. Returns 0 when taken, otherwise
+-- the seconds until one would be (from the row as it was before this statement; positive).
+WITH taken AS (
+    INSERT INTO rate_limits AS r (key, tat)
+    VALUES (:key, now() + make_interval(secs => :interval_seconds))
+    ON CONFLICT (key) DO UPDATE
+    SET tat = greatest(r.tat, now()) + make_interval(secs => :interval_seconds)
+    WHERE greatest(r.tat, now()) + make_interval(secs => :interval_seconds)
+          <= now() + make_interval(secs => :period_seconds)
+    RETURNING 1
+)
+SELECT CASE WHEN EXISTS (SELECT FROM taken) THEN 0::float8
+       ELSE greatest(
+           coalesce(
+               extract(epoch FROM (SELECT tat FROM rate_limits WHERE key = :key) - now())::float8
+                   + :interval_seconds - :period_seconds,
+               :interval_seconds),
+           0.001)
+       END AS wait_seconds;
+
+-- name: delete_idle_rate_limits
+-- Up to :limit keys whose allowance is whole again (tat passed: the same as no row); rows
+-- being taken right now are skipped, and the outer guard is checked again on the row as
+-- it is when deleted, so an allowance just taken is never forgotten.
+WITH idle AS (
+    SELECT key FROM rate_limits WHERE tat < now() LIMIT :limit FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM rate_limits r USING idle WHERE r.key = idle.key AND r.tat < now()
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM deleted;

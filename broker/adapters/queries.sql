@@ -737,31 +737,55 @@ SELECT count(*) FROM webhook_deliveries WHERE status = 'dead';
 
 -- ---- rate limits (migration 0012): GCRA, one row per limited key
 
--- name: take_rate_limit
--- Take one action of :key's allowance: :interval_seconds of it, out of a whole allowance of
--- :period_seconds (a rule of n per period: interval = period / n). The row holds tat, the
--- moment the allowance is whole again; an action is allowed while tat, pushed on by one
--- interval, stays within one period from now. The guard is in the upsert's WHERE, so
--- concurrent requests of every process are counted one after the other and none over the
--- limit is let through; a refused action changes nothing. Returns 0 when taken, otherwise
--- the seconds until one would be (from the row as it was before this statement; positive).
-WITH taken AS (
-    INSERT INTO rate_limits AS r (key, tat)
-    VALUES (:key, now() + make_interval(secs => :interval_seconds))
+-- name: take_rate_limits
+-- Take actions of several keys' allowances at once: each element of :keys asks for one
+-- action of that key, using :interval_seconds of its whole allowance of :period_seconds (a
+-- rule of n per period: interval = period / n). A key's row holds tat, the moment its
+-- allowance is whole again; an action is allowed while tat, pushed on by one interval,
+-- stays within one period from now. Of a key asked k times, as many as fit are taken
+-- (`taken`, 0..k: the first ones asked) and the rest refused. The guard is in the upsert's
+-- WHERE and rows are locked in key order, so concurrent batches of every process are counted
+-- one after the other, none over the limit gets through, and two batches never deadlock; a
+-- key with nothing to take is not changed. `last_taken` carries the count out of the upsert.
+-- wait_seconds: for the refused ones, the seconds until one would be allowed (positive).
+WITH asked AS (
+    SELECT key, count(*)::int AS wanted, min(interval_seconds) AS interval_seconds,
+           min(period_seconds) AS period_seconds
+    FROM unnest(:keys::text[], :interval_seconds::float8[], :period_seconds::float8[])
+        AS a (key, interval_seconds, period_seconds)
+    GROUP BY key
+), taken AS (
+    INSERT INTO rate_limits AS r (key, tat, last_taken)
+    SELECT key,
+           now() + make_interval(secs => least(wanted, floor(period_seconds / interval_seconds
+                                                             + 1e-9)) * interval_seconds),
+           least(wanted, floor(period_seconds / interval_seconds + 1e-9))
+    FROM asked
+    ORDER BY key
     ON CONFLICT (key) DO UPDATE
-    SET tat = greatest(r.tat, now()) + make_interval(secs => :interval_seconds)
-    WHERE greatest(r.tat, now()) + make_interval(secs => :interval_seconds)
-          <= now() + make_interval(secs => :period_seconds)
-    RETURNING 1
+    -- n, the actions that fit (up to those asked), from the row as locked (it may be newer
+    -- than this statement's snapshot): r.tat; asked's values by key.
+    SET last_taken = (
+            SELECT least(a.wanted, floor((extract(epoch FROM now() - greatest(r.tat, now()))
+                                          + a.period_seconds) / a.interval_seconds + 1e-9))
+            FROM asked a WHERE a.key = r.key),
+        tat = greatest(r.tat, now()) + (
+            SELECT make_interval(secs => a.interval_seconds * least(a.wanted, floor(
+                       (extract(epoch FROM now() - greatest(r.tat, now())) + a.period_seconds)
+                       / a.interval_seconds + 1e-9)))
+            FROM asked a WHERE a.key = r.key)
+    WHERE (SELECT greatest(r.tat, now()) + make_interval(secs => a.interval_seconds)
+                  <= now() + make_interval(secs => a.period_seconds)
+           FROM asked a WHERE a.key = r.key)
+    RETURNING r.key, r.tat, r.last_taken
 )
-SELECT CASE WHEN EXISTS (SELECT FROM taken) THEN 0::float8
-       ELSE greatest(
-           coalesce(
-               extract(epoch FROM (SELECT tat FROM rate_limits WHERE key = :key) - now())::float8
-                   + :interval_seconds - :period_seconds,
-               :interval_seconds),
-           0.001)
-       END AS wait_seconds;
+SELECT a.key, coalesce(t.last_taken, 0) AS taken,
+       greatest(extract(epoch FROM coalesce(t.tat,
+                                            (SELECT tat FROM rate_limits s WHERE s.key = a.key),
+                                            now()) - now())::float8
+                + a.interval_seconds - a.period_seconds,
+                0.001) AS wait_seconds
+FROM asked a LEFT JOIN taken t ON t.key = a.key;
 
 -- name: delete_idle_rate_limits
 -- Up to :limit keys whose allowance is whole again (tat passed: the same as no row); rows

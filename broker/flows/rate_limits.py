@@ -5,7 +5,7 @@ The counts live in PostgreSQL (queries.sql take_rate_limit), so every broker pro
 them: one statement, one round trip, per limited request. A limit that is not set costs
 nothing. An address over its failed-authentication limit is also remembered in this process
 until its wait is over, so its next requests are refused before their token is checked and
-without asking the database (docs/security.md#rate-limits).
+without asking the database (docs/operations.md#rate-limits).
 """
 
 from __future__ import annotations

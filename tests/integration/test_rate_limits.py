@@ -7,16 +7,19 @@ limits across two broker processes."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from broker import auth, config
+from broker.adapters import db, queries
 from tests import services
 from tests.conftest import put_bytes, wait_for_status
 from tests.waiting import until
@@ -165,3 +168,27 @@ def test_the_openapi_document_gives_429_and_its_retry_after_on_limited_routes(li
     ]:
         answer = document["paths"][path][method]["responses"]["429"]
         assert "Retry-After" in answer["headers"], path
+
+
+def test_takes_asked_together_go_in_one_batch_and_get_exactly_what_fits(database_url):
+    async def scenario() -> tuple[list[float], list[float], int]:
+        database = await db.Database.connect(database_url, min_size=1, max_size=2)
+        try:
+            statements = queries.Queries(database)
+
+            def take(key: str) -> Any:
+                return statements.take_rate_limit(key, interval_seconds=12, period_seconds=60)
+
+            burst = await asyncio.gather(*(take("create:p:ann") for _ in range(8)))
+            others = await asyncio.gather(take("create:p:bob"), take("failed_auth:10.0.0.1"))
+            rows = await database.pool.fetch("SELECT key FROM rate_limits")
+            return burst, others, len(rows)
+        finally:
+            await database.close()
+
+    burst, others, keys = asyncio.run(scenario())
+
+    assert burst[:5] == [0.0] * 5  # the first five asked, in order
+    assert all(11 < wait <= 12 for wait in burst[5:])  # the next one in 12 s
+    assert others == [0.0, 0.0]
+    assert keys == 3

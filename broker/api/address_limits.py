@@ -8,6 +8,8 @@ sees it). Health probes are never refused.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -15,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from broker.domain import errors
 from broker.flows.rate_limits import RateLimiter
 
+log = logging.getLogger("broker.rate_limits")
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
@@ -52,9 +55,13 @@ async def count_failed_authentication(
     request: Request, refused: errors.BrokerError
 ) -> errors.BrokerError:
     """What to answer for a request refused 401: the 401 itself, or 429 once its address
-    is over BROKER_RATE_LIMIT_FAILED_AUTH."""
+    is over BROKER_RATE_LIMIT_FAILED_AUTH. With the database down, the 401 (uncounted)."""
     limiter = _limiter(request.scope)
     if limiter is None:
         return refused
-    over = await limiter.failed_authentication(client_address(request.scope))
+    try:
+        over = await limiter.failed_authentication(client_address(request.scope))
+    except errors.DatabaseUnavailable:
+        log.warning("rate_limit.not_counted", extra={"action": "failed_auth"})
+        return refused
     return over if over is not None else refused

@@ -192,3 +192,19 @@ def test_takes_asked_together_go_in_one_batch_and_get_exactly_what_fits(database
     assert all(11 < wait <= 12 for wait in burst[5:])  # the next one in 12 s
     assert others == [0.0, 0.0]
     assert keys == 3
+
+
+def test_with_the_database_down_a_bad_token_is_still_401_and_a_limited_create_503(
+    limited, auth_headers, pg_proxy
+):
+    forged = {"authorization": "Bearer " + auth.issue_token("z" * 32, "mallory")}
+    pg_proxy.cut()
+    try:
+        refused = limited.get("/v1/uploads", headers=forged)
+        limited_create = create(limited, auth_headers, policy="throttled")
+    finally:
+        pg_proxy.restore()
+
+    assert refused.status_code == 401  # not counted, never a 500
+    assert limited_create.status_code == 503
+    assert limited_create.json()["error"]["code"] == "ERR_DATABASE_UNAVAILABLE"

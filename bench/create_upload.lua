@@ -1,5 +1,5 @@
 -- wrk script: POST the same small JSON upload request on every connection.
---   wrk ... http://127.0.0.1:PORT/v1/uploads -- <bearer token>
+--   wrk ... http://127.0.0.1:PORT/v1/uploads -- <bearer token> [policy]
 -- Counts every response outside 2xx (wrk's own "Non-2xx" line skips 3xx) and prints
 --   BENCH_NON2XX <n>
 -- at the end, for bench/run.py to check.
@@ -13,7 +13,12 @@ end
 function init(args)
   non2xx = 0
   wrk.method = "POST"
-  wrk.body = '{"filename":"bench.bin","content_type":"application/octet-stream","size":1024}'
+  if args[2] then
+    wrk.body = '{"filename":"bench.bin","content_type":"application/octet-stream","size":1024,'
+      .. '"policy":"' .. args[2] .. '"}'
+  else
+    wrk.body = '{"filename":"bench.bin","content_type":"application/octet-stream","size":1024}'
+  end
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Bearer " .. args[1]
 end

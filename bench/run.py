@@ -45,7 +45,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench import content, listing, missed, multipart, sse, webhooks
+from bench import content, listing, missed, multipart, ratelimit, sse, webhooks
 from broker import auth, config
 from broker.adapters import migrate, storage
 from broker.dev import clamd, devstack
@@ -59,8 +59,9 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 # BENCH_ONLY=content: content sniffing's cost and malware-scan throughput (bench/content.py).
 # BENCH_ONLY=sse: 10,000 idle live-status streams: memory, idle CPU, fan-out (bench/sse.py).
 # BENCH_ONLY=missed: both webhook targets off; PUT -> finalized by the reconciler (~2 min).
+# BENCH_ONLY=ratelimit: create throughput with rate limits off and on, same run (~3 min).
 ONLY = os.environ.get("BENCH_ONLY", "")
-KNOWN_ONLY = ("", "listing", "webhooks", "webhook-burst", "content", "sse", "missed")
+KNOWN_ONLY = ("", "listing", "webhooks", "webhook-burst", "content", "sse", "missed", "ratelimit")
 if ONLY not in KNOWN_ONLY:
     raise SystemExit(f"BENCH_ONLY={ONLY!r}: only {', '.join(map(repr, KNOWN_ONLY[1:]))} are known")
 BIN = Path(sys.executable).parent
@@ -265,7 +266,7 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
         storage.Storage(settings).ensure_bucket(list(settings.s3_notify_arns))
         policies_file = workdir / "policies.toml"
         # the default policy stays the built-in one
-        policies_file.write_text(content.POLICIES + missed.POLICIES)
+        policies_file.write_text(content.POLICIES + missed.POLICIES + ratelimit.POLICIES)
 
         env = child_environment(
             {
@@ -358,8 +359,11 @@ def parse_wrk(output: str) -> WrkResult:
     return WrkResult(rps, latency[50], latency[99], requests, non2xx, socket_errors)
 
 
-def run_wrk(wrk: str, server: Server, path: str, stack: Stack, seconds: int) -> WrkResult:
-    """One wrk run; also the CPU time the app and PostgreSQL spent per request meanwhile."""
+def run_wrk(
+    wrk: str, server: Server, path: str, stack: Stack, seconds: int, policy: str | None = None
+) -> WrkResult:
+    """One wrk run (creates under `policy`, if given); also the CPU time the app and
+    PostgreSQL spent per request meanwhile."""
     url = server.base_url + path
     command = [
         wrk,
@@ -372,6 +376,7 @@ def run_wrk(wrk: str, server: Server, path: str, stack: Stack, seconds: int) -> 
         url,
         "--",
         stack.token,
+        *([policy] if policy else []),
     ]
     app_before, db_before = cpu_seconds(server.process.pid), postgres_cpu(stack.postgres)
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30)
@@ -691,6 +696,15 @@ def missed_section(stack: Stack) -> list[str]:
         raise BenchError(str(exc)) from exc
 
 
+def ratelimit_section(stack: Stack, wrk: str) -> list[str]:
+    """bench/ratelimit.py: create rounds without and with a rate limit, by this file's wrk."""
+
+    def create_run(seconds: int, policy: str | None) -> WrkResult:
+        return run_wrk(wrk, stack.broker, "/v1/uploads", stack, seconds, policy)
+
+    return ratelimit.run(stack.postgres.url, create_run, WARMUP_SECONDS, WRK_SECONDS, ROUNDS)
+
+
 def content_section(stack: Stack) -> list[str]:
     try:
         return content.run(stack.broker.base_url, stack.postgres.url, stack.token)
@@ -724,6 +738,7 @@ def main() -> int:
                     "content": lambda: content_section(stack),
                     "sse": lambda: sse_section(stack),
                     "missed": lambda: missed_section(stack),
+                    "ratelimit": lambda: ratelimit_section(stack, wrk),
                 }
                 load_before = os.getloadavg()[0]
                 print("\n".join(only[ONLY]()))
@@ -747,6 +762,7 @@ def main() -> int:
                 content_section(stack),
                 sse_section(stack),
                 missed_section(stack),
+                ratelimit_section(stack, wrk),
             ]
         print(report(wrk, load_before, runs, fin, sections))
         print(f"run took {time.monotonic() - started:.0f}s")

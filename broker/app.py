@@ -18,7 +18,7 @@ from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker import api, wiring
-from broker.api import status_stream
+from broker.api import address_limits, status_stream
 from broker.config import Settings
 from broker.domain import errors
 from broker.domain.policies import load_policies
@@ -108,6 +108,8 @@ def create_app(settings: Settings, after_startup: Callable[[], None] | None = No
     app.state.settings = settings
     # Innermost: live status streams skip the router (see the class).
     app.add_middleware(status_stream.StatusStreamShortcut)
+    # Inside the request context: a refusal carries a request id and is timed.
+    app.add_middleware(address_limits.RefuseBlockedAddresses)
     app.add_middleware(RequestContext)
     if settings.cors_origins:
         # Added last, so it is outermost: error responses carry CORS headers too.
@@ -131,15 +133,14 @@ def create_app(settings: Settings, after_startup: Callable[[], None] | None = No
 
 
 def _error_response(error: errors.BrokerError) -> JSONResponse:
-    response = JSONResponse(error.to_body(), status_code=error.status)
-    if error.retry_after is not None:
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+    return JSONResponse(error.to_body(), status_code=error.status, headers=error.headers())
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.BrokerError)
     async def broker_error(request: Request, exc: errors.BrokerError) -> JSONResponse:
+        if exc.status == 401:
+            exc = await address_limits.count_failed_authentication(request, exc)
         if exc.status >= 500:
             log.warning("request.unavailable", extra={"code": exc.code, "path": request.url.path})
         return _error_response(exc)

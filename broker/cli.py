@@ -68,6 +68,7 @@ def serve(host: str, port: int, workers: int) -> None:
             port,
             timeout_seconds=settings.shutdown_timeout_seconds,
             drain_seconds=settings.shutdown_drain_seconds,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
         )
         return
     uvicorn.run(
@@ -78,7 +79,7 @@ def serve(host: str, port: int, workers: int) -> None:
         workers=workers,
         access_log=False,
         log_config=None,
-        proxy_headers=False,
+        **serving.proxy_options(settings.forwarded_allow_ips),  # type: ignore[arg-type]
     )
 
 

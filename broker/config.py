@@ -107,6 +107,16 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(default=25, ge=6, le=3600)
     shutdown_drain_seconds: float = Field(default=1, ge=0, le=60)
 
+    # Rate limits ("60/minute"; empty: none): per owner for every policy that sets none of
+    # its own, and per client address for failed authentications (docs/security.md).
+    rate_limit_create: str = ""
+    rate_limit_parts: str = ""
+    rate_limit_downloads: str = ""
+    rate_limit_failed_auth: str = ""
+    # The proxies (comma-separated IPs or networks, or *) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed; empty: none, the client address is the TCP peer.
+    forwarded_allow_ips: str = ""
+
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=10, ge=1)
     startup_timeout_seconds: float = Field(default=30, gt=0)

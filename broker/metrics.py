@@ -23,6 +23,9 @@ WEBHOOK_EVENTS = Counter(
 RECONCILER_OUTCOMES = Counter(
     "broker_reconciler_outcomes_total", "What reconciler passes did", ["outcome"]
 )
+RATE_LIMITED = Counter(
+    "broker_rate_limited_total", "Requests refused 429 by a rate limit", ["action"]
+)
 PENDING = Gauge("broker_uploads_pending", "Uploads pending now (read at scrape)")
 STUCK = Gauge("broker_uploads_stuck", "Pending uploads past their deadline (read at scrape)")
 OLDEST_PENDING_AGE = Gauge(

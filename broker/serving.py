@@ -109,8 +109,22 @@ class DrainingServer(uvicorn.Server):
         os._exit(1)
 
 
+def proxy_options(forwarded_allow_ips: str) -> dict[str, object]:
+    """uvicorn's proxy header options for BROKER_FORWARDED_ALLOW_IPS: X-Forwarded-For (and
+    -Proto) are believed only from these proxies; none when it is empty."""
+    if not forwarded_allow_ips.strip():
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips.strip()}
+
+
 def serve(
-    app: FastAPI, host: str, port: int, *, timeout_seconds: float, drain_seconds: float
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    timeout_seconds: float,
+    drain_seconds: float,
+    forwarded_allow_ips: str = "",
 ) -> None:
     """Serve `app` on host:port until a signal stops it as described above."""
     config = uvicorn.Config(
@@ -119,7 +133,7 @@ def serve(
         port=port,
         access_log=False,
         log_config=None,
-        proxy_headers=False,
+        **proxy_options(forwarded_allow_ips),  # type: ignore[arg-type]
         timeout_graceful_shutdown=max(1, int(timeout_seconds - drain_seconds - LIFESPAN_SECONDS)),
     )
     DrainingServer(config, app, timeout_seconds, drain_seconds).run()

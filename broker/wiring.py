@@ -27,6 +27,7 @@ from broker.flows import (
     health,
     live,
     multipart,
+    rate_limits,
     reconciler,
     scanning,
     uploads,
@@ -54,6 +55,7 @@ class Flows:
     webhook_sender: webhook_sender.WebhookSender
     scanner: scanning.MalwareScanner
     authenticator: auth.Authenticator
+    rate_limiter: rate_limits.RateLimiter
 
 
 def build(
@@ -70,6 +72,8 @@ def build(
     """Wire the use cases to implementations of their ports (no I/O): the adapters in
     `connected`, the in-memory fakes in the unit suite. `listen(channel)` runs a LISTEN."""
     policies: Policies = load_policies(settings)
+    # One limiter for the native and the Uppy routes: both count against the same limits.
+    limiter = rate_limits.RateLimiter(statements, policies.failed_auth_limit)
 
     def new_uploads(part_size: int) -> uploads.Uploads:
         return uploads.Uploads(
@@ -80,6 +84,7 @@ def build(
             part_size=part_size,
             download_ttl=settings.download_url_ttl_seconds,
             check_grace=settings.reconcile_check_grace_seconds,
+            limiter=limiter,
         )
 
     native = new_uploads(settings.multipart_part_size_bytes)
@@ -90,6 +95,7 @@ def build(
         finalizer,
         policies,
         orphan_grace_seconds=settings.orphan_grace_seconds,
+        limiter=limiter,
         clock=clock,
     )
     return Flows(
@@ -136,6 +142,7 @@ def build(
         authenticator=auth.Authenticator(
             settings.jwt_secret, load_issuers(settings), keys, settings.jwt_leeway_seconds
         ),
+        rate_limiter=limiter,
     )
 
 

@@ -60,6 +60,8 @@ defaults
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response 503
+    # The client's address for the replicas (trusted with BROKER_FORWARDED_ALLOW_IPS).
+    option forwardfor
 
 frontend api
     bind 127.0.0.1:{port}

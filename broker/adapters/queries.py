@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from broker.adapters.db import Database
+from broker.adapters.rate_limits import TakeBatcher
 from broker.domain.model import (
     AdminSort,
     ChecksumAlgorithm,
@@ -141,9 +142,12 @@ def _delivery(row: asyncpg.Record | None) -> WebhookDelivery | None:
 class Queries:
     """The broker's statements, on the pool (each on its own) or on one connection."""
 
-    def __init__(self, db: Database, conn: asyncpg.Connection | None = None) -> None:
+    def __init__(
+        self, db: Database, conn: asyncpg.Connection | None = None, takes: TakeBatcher | None = None
+    ) -> None:
         self.db = db
         self.conn = conn
+        self.takes = takes or TakeBatcher(db)  # one per pool: shared by the copies below
 
     async def _row(self, name: str, **values: Any) -> asyncpg.Record | None:
         query = self.db.queries[name]
@@ -163,14 +167,14 @@ class Queries:
     async def transaction(self) -> AsyncIterator[Queries]:
         """These statements on one connection, committed together."""
         async with self.db.connection() as conn, conn.transaction():
-            yield Queries(self.db, conn)
+            yield Queries(self.db, conn, self.takes)
 
     @asynccontextmanager
     async def orphan_sweep_lock(self) -> AsyncIterator[Queries | None]:
         """The process-wide sweep lock, held by one connection that runs the sweep's queries;
         None when another process holds it."""
         async with self.db.connection() as conn:
-            session = Queries(self.db, conn)
+            session = Queries(self.db, conn, self.takes)
             locked = await session._row("try_lock_orphan_sweep")
             if not locked or not locked[0]:
                 yield None
@@ -522,6 +526,22 @@ class Queries:
     async def recent_reconciler_runs(self, limit: int) -> list[ReconcilerRun]:
         rows = await self._rows("recent_reconciler_runs", limit=limit)
         return [ReconcilerRun(*row) for row in rows]
+
+    # ------------------------------------------------------------ rate limits
+
+    async def take_rate_limit(
+        self, key: str, *, interval_seconds: float, period_seconds: float
+    ) -> float:
+        """0 when one action of `key`'s allowance was taken; else the seconds to wait. Sent
+        with the takes of concurrent requests, in one statement (adapters/rate_limits.py),
+        on a connection of its own even within a transaction: a limit is not undone."""
+        return await self.takes.take(key, float(interval_seconds), float(period_seconds))
+
+    async def delete_idle_rate_limits(self, limit: int) -> int:
+        """Forget up to `limit` keys whose allowance is whole again; how many went."""
+        row = await self._row("delete_idle_rate_limits", limit=limit)
+        assert row is not None  # an aggregate always has its row
+        return int(row[0])
 
     # ------------------------------------------------------------ statistics
 

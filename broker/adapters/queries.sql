@@ -751,3 +751,67 @@ FROM webhook_deliveries WHERE status = 'pending';
 -- name: count_dead_webhook_deliveries
 -- Deliveries that gave up (the /ops page), through webhook_deliveries_dead_idx.
 SELECT count(*) FROM webhook_deliveries WHERE status = 'dead';
+
+-- ---- rate limits (migration 0012): GCRA, one row per limited key
+
+-- name: take_rate_limits
+-- Take actions of several keys' allowances at once: each element of :keys asks for one
+-- action of that key, using :interval_seconds of its whole allowance of :period_seconds (a
+-- rule of n per period: interval = period / n). A key's row holds tat, the moment its
+-- allowance is whole again; an action is allowed while tat, pushed on by one interval,
+-- stays within one period from now. Of a key asked k times, as many as fit are taken
+-- (`taken`, 0..k: the first ones asked) and the rest refused. The guard is in the upsert's
+-- WHERE and rows are locked in key order, so concurrent batches of every process are counted
+-- one after the other, none over the limit gets through, and two batches never deadlock; a
+-- key with nothing to take is not changed. `last_taken` carries the count out of the upsert.
+-- wait_seconds: for the refused ones, the seconds until one would be allowed (positive).
+WITH asked AS (
+    SELECT key, count(*)::int AS wanted, min(interval_seconds) AS interval_seconds,
+           min(period_seconds) AS period_seconds
+    FROM unnest(:keys::text[], :interval_seconds::float8[], :period_seconds::float8[])
+        AS a (key, interval_seconds, period_seconds)
+    GROUP BY key
+), taken AS (
+    INSERT INTO rate_limits AS r (key, tat, last_taken)
+    SELECT key,
+           now() + make_interval(secs => least(wanted, floor(period_seconds / interval_seconds
+                                                             + 1e-9)) * interval_seconds),
+           least(wanted, floor(period_seconds / interval_seconds + 1e-9))
+    FROM asked
+    ORDER BY key
+    ON CONFLICT (key) DO UPDATE
+    -- n, the actions that fit (up to those asked), from the row as locked (it may be newer
+    -- than this statement's snapshot): r.tat; asked's values by key.
+    SET last_taken = (
+            SELECT least(a.wanted, floor((extract(epoch FROM now() - greatest(r.tat, now()))
+                                          + a.period_seconds) / a.interval_seconds + 1e-9))
+            FROM asked a WHERE a.key = r.key),
+        tat = greatest(r.tat, now()) + (
+            SELECT make_interval(secs => a.interval_seconds * least(a.wanted, floor(
+                       (extract(epoch FROM now() - greatest(r.tat, now())) + a.period_seconds)
+                       / a.interval_seconds + 1e-9)))
+            FROM asked a WHERE a.key = r.key)
+    WHERE (SELECT greatest(r.tat, now()) + make_interval(secs => a.interval_seconds)
+                  <= now() + make_interval(secs => a.period_seconds)
+           FROM asked a WHERE a.key = r.key)
+    RETURNING r.key, r.tat, r.last_taken
+)
+SELECT a.key, coalesce(t.last_taken, 0) AS taken,
+       greatest(extract(epoch FROM coalesce(t.tat,
+                                            (SELECT tat FROM rate_limits s WHERE s.key = a.key),
+                                            now()) - now())::float8
+                + a.interval_seconds - a.period_seconds,
+                0.001) AS wait_seconds
+FROM asked a LEFT JOIN taken t ON t.key = a.key;
+
+-- name: delete_idle_rate_limits
+-- Up to :limit keys whose allowance is whole again (tat passed: the same as no row); rows
+-- being taken right now are skipped, and the outer guard is checked again on the row as
+-- it is when deleted, so an allowance just taken is never forgotten.
+WITH idle AS (
+    SELECT key FROM rate_limits WHERE tat < now() LIMIT :limit FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM rate_limits r USING idle WHERE r.key = idle.key AND r.tat < now()
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM deleted;

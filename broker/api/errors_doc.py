@@ -17,14 +17,32 @@ DESCRIPTIONS = {
     413: "The file is larger than allowed",
     415: "The content type is not allowed",
     422: "A field is invalid; details list each problem",
+    429: "Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, "
+    "or too many failed authentications from this client address; retry after the "
+    "Retry-After header's seconds",
     503: "The database, storage or the token's identity provider is unavailable; retry later "
     "(Retry-After says when, where known)",
 }
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The `responses=` argument of a route for these error statuses."""
-    return {
-        code: {"model": schemas.ErrorResponse, "description": DESCRIPTIONS[code]}
-        for code in statuses
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Whole seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 1},
     }
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` argument of a route for these error statuses. A route that can
+    answer 401 can also answer 429: its caller's address may be over its limit of failed
+    authentications (broker/api/address_limits.py)."""
+    if 401 in statuses and 429 not in statuses:
+        statuses = (*statuses, 429)
+    described: dict[int | str, dict[str, Any]] = {
+        code: {"model": schemas.ErrorResponse, "description": DESCRIPTIONS[code]}
+        for code in sorted(statuses)
+    }
+    if 429 in described:
+        described[429]["headers"] = RETRY_AFTER
+    return described

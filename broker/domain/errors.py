@@ -23,6 +23,12 @@ class BrokerError(Exception):
         """The JSON body every error response carries."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
+    def headers(self) -> dict[str, str] | None:
+        """HTTP headers the error response carries besides its body."""
+        if self.retry_after is None:
+            return None
+        return {"Retry-After": str(self.retry_after)}
+
 
 class MalformedRequest(BrokerError):
     """The request body is not valid JSON."""
@@ -85,6 +91,17 @@ class QuotaExceeded(BrokerError):
 
     code = "ERR_QUOTA_EXCEEDED"
     status = 403
+
+
+class RateLimited(BrokerError):
+    """Too many requests; try again after Retry-After seconds."""
+
+    code = "ERR_RATE_LIMITED"
+    status = 429
+
+    def __init__(self, retry_after: int, message: str | None = None, details: Any = None) -> None:
+        details = {"retry_after": retry_after, **(details or {})}
+        super().__init__(message, details, retry_after=retry_after)
 
 
 class IdempotencyKeyReused(BrokerError):

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
 
 from broker.config import ConfigError, Settings, check_media_type_patterns, describe
+from broker.domain.rate_limits import Rate, RateLimits, RateRule, parse_rate
 
 DEFAULT = "default"
 KEY_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*/$")
@@ -64,6 +65,8 @@ class Policy(BaseModel):
     scan_fail: ScanFailure = ScanFailure.CLOSED
     # Downloads always as an attachment, even for types that may be shown inline.
     attachment_only: bool = False
+    # Per-owner limits of this policy's creates, part signings and downloads.
+    rate_limits: RateLimits = RateLimits()
 
     @property
     def sniff_mode(self) -> Sniff:
@@ -102,6 +105,8 @@ class Policies(BaseModel):
 
     by_name: dict[str, Policy]
     global_quota: Quota = Quota()
+    # Failed authentications allowed per client address (BROKER_RATE_LIMIT_FAILED_AUTH).
+    failed_auth_limit: RateRule | None = None
 
     def get(self, name: str | None) -> Policy | None:
         return self.by_name.get(name or DEFAULT)
@@ -122,11 +127,36 @@ def default_policy(settings: Settings) -> Policy:
     )
 
 
+def _setting_rate(settings: Settings, name: str) -> Rate | None:
+    """A BROKER_RATE_LIMIT_* setting as a Rate (None when empty), or ConfigError naming it."""
+    value = getattr(settings, name).strip()
+    if not value:
+        return None
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise ConfigError(f"BROKER_{name.upper()}: {exc}") from None
+
+
+def _default_rate_limits(settings: Settings) -> RateLimits:
+    return RateLimits(
+        create=_setting_rate(settings, "rate_limit_create"),
+        parts=_setting_rate(settings, "rate_limit_parts"),
+        downloads=_setting_rate(settings, "rate_limit_downloads"),
+    )
+
+
 def load_policies(settings: Settings) -> Policies:
-    """The policies of BROKER_POLICIES_FILE (plus the built-in default), or ConfigError."""
+    """The policies of BROKER_POLICIES_FILE (plus the built-in default), or ConfigError.
+
+    The BROKER_RATE_LIMIT_* limits apply to every policy that sets none of its own.
+    """
+    defaults = _default_rate_limits(settings)
+    failed_auth = _setting_rate(settings, "rate_limit_failed_auth")
     builtin = default_policy(settings)
+    builtin = builtin.model_copy(update={"rate_limits": defaults})
     if settings.policies_file is None:
-        return Policies(by_name={DEFAULT: builtin})
+        return Policies(by_name={DEFAULT: builtin}, failed_auth_limit=failed_auth)
     path = settings.policies_file
     where = f"BROKER_POLICIES_FILE ({path})"
     try:
@@ -140,12 +170,14 @@ def load_policies(settings: Settings) -> Policies:
     for name, table in document.get("policies", {}).items():
         if not POLICY_NAME.match(name):
             raise ConfigError(f"{where}: policy name {name!r} must be like 'avatars'")
-        by_name[name] = _parse(where, f"policy {name!r}", Policy, {"name": name, **table})
+        policy = _parse(where, f"policy {name!r}", Policy, {"name": name, **table})
+        limits = policy.rate_limits.over(defaults)
+        by_name[name] = policy.model_copy(update={"rate_limits": limits})
     global_quota = _parse(where, "[quota]", Quota, document.get("quota", {}))
     for policy in by_name.values():
         if policy.min_size > policy.max_size:
             raise ConfigError(f"{where}: policy {policy.name!r}: min_size exceeds max_size")
-    return Policies(by_name=by_name, global_quota=global_quota)
+    return Policies(by_name=by_name, global_quota=global_quota, failed_auth_limit=failed_auth)
 
 
 def _parse(where: str, what: str, model: type[Any], table: object) -> Any:

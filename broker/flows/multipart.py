@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from broker.domain import errors
 from broker.domain.model import Transfer, Upload, UploadStatus
 from broker.domain.objects import MultipartRefused, PresignedRequest, StoredPart
+from broker.domain.rate_limits import Action
 from broker.flows.uploads import MAX_PARTS, Uploads, part_length
 
 log = logging.getLogger("broker.multipart")
@@ -64,7 +65,10 @@ class Multipart:
             raise errors.InvalidRequest(
                 details=[{"field": "part_numbers", "in": "body", "message": p} for p in problems]
             )
-        ttl = self.uploads.policy_of(upload).url_ttl_seconds
+        policy = self.uploads.policy_of(upload)
+        limit = policy.rate_limits.parts
+        await self.uploads.limiter.take(Action.PARTS, limit, policy.name, owner)
+        ttl = policy.url_ttl_seconds
         assert upload.multipart_upload_id is not None
         return [
             (

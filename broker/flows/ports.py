@@ -303,6 +303,18 @@ class Queries(Protocol):
 
     async def recent_reconciler_runs(self, limit: int) -> list[ReconcilerRun]: ...
 
+    async def take_rate_limit(
+        self, key: str, *, interval_seconds: float, period_seconds: float
+    ) -> float:
+        """Take one action of `key`'s allowance (GCRA: each action uses `interval_seconds`
+        of a whole allowance of `period_seconds`), atomically across processes: 0 when
+        taken, else the seconds until one would be (nothing is taken then)."""
+        ...
+
+    async def delete_idle_rate_limits(self, limit: int) -> int:
+        """Forget up to `limit` keys whose allowance is whole again; how many went."""
+        ...
+
     async def stats_by_status_and_policy(self) -> list[StatusPolicyCount]: ...
 
     async def stats_pending(self) -> PendingSummary: ...

@@ -21,6 +21,7 @@ from broker.domain.model import MISSED_WEBHOOK, Actor, Outcome, Upload
 from broker.domain.policies import Policies
 from broker.flows.finalization import Finalizer
 from broker.flows.ports import ObjectStore, Queries
+from broker.flows.rate_limits import RateLimiter
 
 log = logging.getLogger("broker.reconciler")
 
@@ -60,6 +61,7 @@ class Reconciler:
         *,
         orphan_grace_seconds: int,
         max_uploads_per_pass: int = 10_000,
+        limiter: RateLimiter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.queries = queries
@@ -68,6 +70,7 @@ class Reconciler:
         self.policies = policies
         self.orphan_grace = timedelta(seconds=orphan_grace_seconds)
         self.max_uploads = max_uploads_per_pass
+        self.limiter = limiter or RateLimiter(queries, policies.failed_auth_limit)
         self.clock = clock
 
     async def run_pass(
@@ -80,6 +83,9 @@ class Reconciler:
         else:
             await self._settle_claimed(report, early=False)
             await self._settle_claimed(report, early=True)
+            forgotten = await self.limiter.forget_idle()
+            if forgotten:
+                log.info("reconciler.rate_limits_forgotten", extra={"keys": forgotten})
         if sweep:
             await self._sweep_orphans(report)
         if not dry_run:

@@ -32,7 +32,9 @@ from broker.domain.model import (
 )
 from broker.domain.objects import PresignedForm, PresignedRequest
 from broker.domain.policies import Policies, Policy
+from broker.domain.rate_limits import Action
 from broker.flows.ports import ObjectStore, Queries
+from broker.flows.rate_limits import RateLimiter
 
 log = logging.getLogger("broker.uploads")
 
@@ -155,6 +157,7 @@ class Uploads:
         part_size: int,
         download_ttl: int,
         check_grace: int = 30,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.queries = queries
         self.storage = store
@@ -165,6 +168,7 @@ class Uploads:
         # Seconds after a URL expires (or a multipart completes) before the reconciler
         # looks in storage for an upload whose webhook never came.
         self.check_grace = check_grace
+        self.limiter = limiter or RateLimiter(queries, policies.failed_auth_limit)
 
     def _policy(self, name: str | None) -> Policy:
         policy = self.policies.get(name)
@@ -248,6 +252,8 @@ class Uploads:
         policy = self._policy(new.policy)
         self._check_limits(new, policy)
         transfer = self._transfer(new, policy)
+        if policy.rate_limits.create is not None:  # checked here: no limit costs no call
+            await self.limiter.take(Action.CREATE, policy.rate_limits.create, policy.name, owner)
         fingerprint = new.fingerprint() if idempotency_key is not None else None
         if idempotency_key is not None:
             earlier = await self.queries.get_upload_by_idempotency_key(owner, idempotency_key)
@@ -416,11 +422,13 @@ class Uploads:
             raise errors.UploadNotFinalized(
                 f"upload is {upload.status}, not finalized", details={"status": upload.status}
             )
+        policy = self.policy_of(upload)
+        await self.limiter.take(Action.DOWNLOADS, policy.rate_limits.downloads, policy.name, owner)
         served = content_checks.serving(
             upload.content_type,
             upload.detected_content_type,
             inline_asked=inline,
-            attachment_only=self.policy_of(upload).attachment_only,
+            attachment_only=policy.attachment_only,
         )
         return self.storage.presign_get(
             upload.object_key,

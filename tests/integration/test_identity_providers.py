@@ -166,7 +166,9 @@ def test_owners_never_cross_issuers(api, acme, globex, settings):
         assert api.get("/v1/uploads", headers=headers).json()["items"] == []
     # The Uppy (Companion) routes, with the provider's token in the header.
     alices = Plugin.v5(api, acme.provider.token("alice"))
-    multipart = alices.create("v.bin", "application/octet-stream", meta("v", "b/c", b"x" * 10)).json()
+    multipart = alices.create(
+        "v.bin", "application/octet-stream", meta("v", "b/c", b"x" * 10)
+    ).json()
     stranger = Plugin.v5(api, globex.provider.token("alice", upload_policies=["default"]))
     for response in (
         stranger.sign(multipart, 1),

@@ -131,6 +131,7 @@ class MemoryQueries(MemoryWebhooks):
         self.runs: list[ReconcilerRun] = []
         self.scan_jobs: dict[uuid.UUID, ScanJob] = {}
         self.check_after: dict[uuid.UUID, datetime] = {}  # migration 0010's column
+        self.rate_limits: dict[str, datetime] = {}  # migration 0012: key -> tat
         self.scan_wakeups: list[Callable[[str], None]] = []
         self.available = True
         self.sweep_busy = False  # another process holds the orphan sweep lock
@@ -715,6 +716,25 @@ class MemoryQueries(MemoryWebhooks):
     async def recent_reconciler_runs(self, limit: int) -> list[ReconcilerRun]:
         self._check()
         return sorted(self.runs, key=lambda run: run.started_at, reverse=True)[:limit]
+
+    async def take_rate_limit(
+        self, key: str, *, interval_seconds: float, period_seconds: float
+    ) -> float:
+        """GCRA as queries.sql's take_rate_limit, on the hand-moved clock."""
+        self._check()
+        now = self.clock()
+        tat = max(self.rate_limits.get(key, now), now) + timedelta(seconds=interval_seconds)
+        if tat - now <= timedelta(seconds=period_seconds):
+            self.rate_limits[key] = tat
+            return 0.0
+        return max((tat - now).total_seconds() - period_seconds, 0.001)
+
+    async def delete_idle_rate_limits(self, limit: int) -> int:
+        self._check()
+        idle = [key for key, tat in self.rate_limits.items() if tat < self.clock()][:limit]
+        for key in idle:
+            del self.rate_limits[key]
+        return len(idle)
 
     async def stats_by_status_and_policy(self) -> list[StatusPolicyCount]:
         self._check()

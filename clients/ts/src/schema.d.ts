@@ -1824,6 +1824,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -1971,6 +1982,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -2029,6 +2051,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -2081,6 +2114,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2157,6 +2201,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -2218,6 +2273,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2304,6 +2370,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -2384,6 +2461,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -2441,6 +2529,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2526,6 +2625,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -2593,6 +2703,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -2634,6 +2755,17 @@ export interface operations {
             /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2701,6 +2833,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2796,6 +2939,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -2876,6 +3030,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -2937,6 +3102,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3020,6 +3196,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3113,6 +3300,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -3192,6 +3390,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3287,6 +3496,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -3366,6 +3586,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3461,6 +3692,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -3540,6 +3782,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3631,6 +3884,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -3714,6 +3978,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3810,6 +4085,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -3895,6 +4181,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -3949,6 +4246,17 @@ export interface operations {
             /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
             401: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4107,6 +4415,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -4194,6 +4513,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -4273,6 +4603,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -4346,6 +4687,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4433,6 +4785,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -4507,6 +4870,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4605,6 +4979,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -4687,6 +5072,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4783,6 +5179,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -4864,6 +5271,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -4939,6 +5357,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5028,6 +5457,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
             503: {
                 headers: {
@@ -5104,6 +5544,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5198,6 +5649,17 @@ export interface operations {
             /** @description A field is invalid; details list each problem */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
@@ -22,6 +21,7 @@ from broker.flows.live import LiveStatus, Reconnect, StatusEvent
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 RECONNECT_MS = 1000
+HEARTBEAT = b": heartbeat\n\n"
 
 
 def sse(event: StatusEvent) -> bytes:
@@ -61,7 +61,7 @@ async def open_stream(
     async def stream() -> AsyncGenerator[bytes, None]:
         async for event in events:
             if event is None:
-                yield b": heartbeat\n\n"
+                yield HEARTBEAT
             elif isinstance(event, Reconnect):
                 # The process is shutting down: EventSource reconnects after this many ms,
                 # through the load balancer to another process, resuming by Last-Event-ID.
@@ -79,18 +79,31 @@ EVENT_STREAM_HEADERS = [
 ]
 
 
-async def _disconnected(receive: Receive) -> None:
-    """Returns once the client has gone (the request's own body comes first)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+def _client_gone(receive: Receive) -> bool:
+    """Whether the client has gone, asked without waiting (uvicorn's send() to a closed
+    connection returns as if it had written: only receive() tells).
+
+    receive() is run up to its first wait: if it ends before, it answered with what it
+    already had; if not, it is closed there and nothing was taken. Starlette's
+    Request.is_disconnected does the same with a cancelled scope, which cost 10,000 idle
+    streams 2% of a core more.
+    """
+    asking = receive().__await__()
+    try:
+        next(asking)
+    except StopIteration as answered:
+        return bool(answered.value["type"] == "http.disconnect")
+    asking.close()
+    return False
 
 
 class EventStream(Response):
     """An SSE response with only what a long idle stream needs.
 
     Starlette's StreamingResponse keeps an anyio task group and two tasks per response
-    (about 9 KiB); this keeps one pending receive(), which also tells when the client has
-    gone: the stream then ends at its next heartbeat at the latest.
+    (about 9 KiB). This keeps no task of its own: whether the client has gone is asked at
+    each heartbeat, without waiting, so a stream whose client left ends at its next
+    heartbeat and releases its watch.
     """
 
     def __init__(self, chunks: AsyncGenerator[bytes, None]) -> None:
@@ -102,15 +115,13 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        gone = asyncio.ensure_future(_disconnected(receive))
         try:
             async for chunk in self.chunks:
-                if gone.done():
+                if chunk is HEARTBEAT and _client_gone(receive):
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            gone.cancel()
             await self.chunks.aclose()
 
 

@@ -10,7 +10,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -188,7 +188,7 @@ class LiveStatus:
 
     async def follow(
         self, upload: Upload, resume_after: int | None
-    ) -> AsyncIterator[StatusEvent | Reconnect | None]:
+    ) -> AsyncGenerator[StatusEvent | Reconnect | None, None]:
         """The upload's states until a final one: its current state (or, resuming, every
         state after `resume_after`), then each change as it happens; None for a heartbeat,
         and RECONNECT (then the end) when the process shuts down first.

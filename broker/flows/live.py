@@ -10,7 +10,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,15 +50,33 @@ RECONNECT = Reconnect()
 
 class Watch:
     """One stream's place: what it has seen, what a shared read found for it, and whether a
-    heartbeat is due. Small on purpose: a process holds one per open stream."""
+    heartbeat is due. Small on purpose: a process holds one per open stream, so it waits on
+    a Future of its own rather than an asyncio.Event (whose deque of waiters alone is
+    760 bytes)."""
 
-    __slots__ = ("beat", "event", "last_id", "pending")
+    __slots__ = ("beat", "last_id", "pending", "waiter", "woken")
 
     def __init__(self) -> None:
-        self.event = asyncio.Event()
         self.last_id = 0
         self.pending: list[HistoryEntry] = []
         self.beat = False
+        self.woken = False  # a wake not yet taken by wait()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        self.woken = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Returns after a wake (at once if one came since the last wait)."""
+        if not self.woken:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        self.woken = False
 
 
 class LiveStatus:
@@ -98,7 +116,7 @@ class LiveStatus:
         self.closing = True
         for watches in self.watchers.values():
             for watch in watches:
-                watch.event.set()
+                watch.wake()
 
     async def owner_of(self, upload_id: uuid.UUID) -> str | None:
         """Who owns the upload (a stream token is checked against it)."""
@@ -145,7 +163,7 @@ class LiveStatus:
                 for watch in self.watchers.get(upload_id, ()):
                     if any(entry.id > watch.last_id for entry in entries):
                         watch.pending.extend(entries)
-                        watch.event.set()
+                        watch.wake()
                 if not self.reading.get(upload_id):
                     return
                 self.reading[upload_id] = False
@@ -160,7 +178,7 @@ class LiveStatus:
             for watches in self.watchers.values():
                 for watch in watches:
                     watch.beat = True
-                    watch.event.set()
+                    watch.wake()
             try:
                 if self.seen_history_id is None:
                     self.seen_history_id = await self.queries.latest_history_id()
@@ -188,7 +206,7 @@ class LiveStatus:
 
     async def follow(
         self, upload: Upload, resume_after: int | None
-    ) -> AsyncIterator[StatusEvent | Reconnect | None]:
+    ) -> AsyncGenerator[StatusEvent | Reconnect | None, None]:
         """The upload's states until a final one: its current state (or, resuming, every
         state after `resume_after`), then each change as it happens; None for a heartbeat,
         and RECONNECT (then the end) when the process shuts down first.
@@ -220,8 +238,7 @@ class LiveStatus:
                 if self.closing:
                     yield RECONNECT
                     return
-                await watch.event.wait()
-                watch.event.clear()
+                await watch.wait()
                 if self.closing:
                     continue
                 found, watch.pending = watch.pending, []

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -14,6 +16,7 @@ from broker import auth
 from broker.dev import devstack
 from tests import services
 from tests.conftest import create_upload, put_bytes
+from tests.waiting import until
 
 
 class Stream:
@@ -153,3 +156,16 @@ def test_one_listening_connection_serves_many_streams(api, auth_headers, broker,
         api.delete(f"/v1/uploads/{upload['id']}", headers=auth_headers)
     for stream in streams:
         assert stream.closed.wait(10)
+
+
+def test_a_client_that_leaves_releases_its_watch(api, auth_headers, broker, broker_slot):
+    upload = create_upload(api, auth_headers, b"left")
+    upload_id = uuid.UUID(upload["id"])
+    watchers = broker_slot.app.state.flows.live.watchers
+    host, port = broker.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(f"GET {upload['events_url']} HTTP/1.1\r\nhost: {host}\r\n\r\n".encode())
+        until("the first event", lambda: b"data: " in client.recv(65536), 10)
+        assert upload_id in watchers
+    # The client is gone; the stream notices by its next heartbeat (0.5 s in tests).
+    until("the watch is released", lambda: upload_id not in watchers, 10)

@@ -183,8 +183,8 @@ async def test_a_notification_of_a_watched_upload_is_read_once_for_all_its_strea
                 listener.on_notify(payload)  # nobody watches `other`: nothing is read
             listener.on_notify(notice(created.record.id))
 
-            await asyncio.wait_for(first.event.wait(), 5)
-            assert second.event.is_set() and second.pending == first.pending
+            await asyncio.wait_for(first.wait(), 5)
+            assert second.woken and second.pending == first.pending
             assert reads.qsize() == 1  # one history read serves both streams
         assert status.watchers == {}
 

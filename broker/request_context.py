@@ -30,7 +30,8 @@ class RequestIdFilter(logging.Filter):
 
 
 class RequestContext:
-    """Sets the request id for the request's duration, echoes it, and times the request."""
+    """Sets the request id for the request's duration, echoes it, and times the request;
+    while the process drains (broker/serving.py), each response closes its connection."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -59,10 +60,13 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                if getattr(scope["app"].state, "draining", False):
+                    # Shutting down: the client opens a new connection (to another process)
+                    # for its next request, instead of sending it on this one just as the
+                    # server closes it, which would lose the request.
+                    headers.append((b"connection", b"close"))
+                message["headers"] = headers
             await send(message)
 
         try:

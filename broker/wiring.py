@@ -22,6 +22,7 @@ from broker.flows import (
     admin,
     app_webhooks,
     companion,
+    download_audit,
     finalization,
     health,
     live,
@@ -46,6 +47,7 @@ class Flows:
     finalizer: finalization.Finalizer
     reconciler: reconciler.Reconciler
     admin: admin.Admin
+    downloads: download_audit.DownloadAudit
     live: live.LiveStatus
     probes: health.Probes
     webhooks: app_webhooks.AppWebhooks
@@ -86,6 +88,7 @@ def build(
         finalizer,
         policies,
         orphan_grace_seconds=settings.orphan_grace_seconds,
+        download_audit_retention_days=settings.download_audit_retention_days,
         clock=clock,
     )
     return Flows(
@@ -96,6 +99,7 @@ def build(
         finalizer=finalizer,
         reconciler=checker,
         admin=admin.Admin(statements, store, checker),
+        downloads=download_audit.DownloadAudit(statements),
         live=live.LiveStatus(statements, listen(live.CHANNEL), settings.sse_heartbeat_seconds),
         probes=health.Probes(statements, store),
         webhooks=app_webhooks.AppWebhooks(

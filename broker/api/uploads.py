@@ -13,7 +13,14 @@ from fastapi.exceptions import RequestValidationError
 
 from broker import auth
 from broker.api import schemas, security_doc
-from broker.api.deps import AuthenticatedRoute, PrincipalDep, UploadsDep, authenticate, flows_of
+from broker.api.deps import (
+    AuthenticatedRoute,
+    OriginDep,
+    PrincipalDep,
+    UploadsDep,
+    authenticate,
+    flows_of,
+)
 from broker.api.direct_route import DirectRoute
 from broker.api.errors_doc import responses
 from broker.domain.model import UploadStatus
@@ -274,6 +281,7 @@ async def download_upload(
     upload_id: uuid.UUID,
     principal: PrincipalDep,
     service: UploadsDep,
+    origin: OriginDep,
     disposition: Annotated[
         Literal["attachment", "inline"],
         Query(
@@ -286,8 +294,11 @@ async def download_upload(
 ) -> schemas.DownloadLink:
     """Get a presigned GET URL for a finalized upload; it downloads under the original name.
     Uploads still being scanned (ERR_UPLOAD_SCANNING) or quarantined
-    (ERR_UPLOAD_QUARANTINED) are refused with 409."""
-    get = await service.download(principal.subject, upload_id, inline=disposition == "inline")
+    (ERR_UPLOAD_QUARANTINED) are refused with 409. Every URL given is recorded in the
+    download audit (who, when, its lifetime, the request id and client address)."""
+    get = await service.download(
+        principal.subject, upload_id, origin=origin, inline=disposition == "inline"
+    )
     return schemas.DownloadLink(url=get.url, expires_at=get.expires_at)
 
 

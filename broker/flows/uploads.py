@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from broker import metrics
 from broker.domain import content_checks, errors
+from broker.domain.downloads import RequestOrigin
 from broker.domain.model import (
     Actor,
     ChecksumAlgorithm,
@@ -401,13 +402,22 @@ class Uploads:
         return Page(items=uploads[:limit], next_cursor=next_cursor)
 
     async def download(
-        self, owner: str, upload_id: uuid.UUID, *, inline: bool = False
+        self, owner: str, upload_id: uuid.UUID, *, origin: RequestOrigin, inline: bool = False
     ) -> PresignedRequest:
         """A presigned GET for a finalized upload, named after the original file. Active
         content is always an attachment of type application/octet-stream; images, audio,
         video and PDF are shown inline when asked and the policy allows it
-        (domain/content_checks.py)."""
-        upload = await self.get(owner, upload_id)
+        (domain/content_checks.py).
+
+        The download is recorded (who, when, the URL's lifetime, `origin`) by the statement
+        that reads the upload, before anything is signed: no URL leaves without its audit
+        row, and a refused download (not found, not theirs, not finalized) records nothing.
+        """
+        upload = await self.queries.get_upload_recording_download(
+            upload_id, owner, expires_in=self.download_ttl, origin=origin
+        )
+        if upload is None:
+            raise errors.UploadNotFound()
         if upload.status is UploadStatus.SCANNING:
             raise errors.UploadScanning()
         if upload.status is UploadStatus.QUARANTINED:

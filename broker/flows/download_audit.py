@@ -13,6 +13,7 @@ from datetime import datetime
 
 from broker.domain import errors
 from broker.domain.downloads import DownloadRecord
+from broker.domain.model import BIGINT_MAX
 from broker.flows.ports import Queries
 
 EXPORT_BATCH = 1000  # rows per statement while exporting
@@ -35,11 +36,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         kind, issued_at, record_id = json.loads(
             base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         )
-        if kind != "downloads" or not isinstance(record_id, int) or record_id < 1:
+        if kind != "downloads" or not isinstance(record_id, int):
+            raise ValueError("not a cursor of the downloads listing")
+        if not 1 <= record_id <= BIGINT_MAX:
             raise ValueError("not a cursor of the downloads listing")
         position = datetime.fromisoformat(issued_at)
         if position.tzinfo is None:
-            raise ValueError("a cursor's time has a zone")
+            raise ValueError("a cursor's time must have its zone")
         return position, record_id
     except (ValueError, TypeError, binascii.Error) as exc:
         raise errors.InvalidCursor() from exc

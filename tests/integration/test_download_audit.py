@@ -3,6 +3,7 @@ the operators' listing, the CLI's export and the retention."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -110,8 +111,10 @@ def test_the_downloads_route_refuses_owners_bad_cursors_and_unknown_uploads(
     assert api.get(path).status_code == 401
     forbidden = api.get(path, headers=auth_headers)
     assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "ERR_FORBIDDEN"
-    bad = api.get(path, params={"cursor": "bm90LWEtY3Vyc29y"}, headers=admin_headers)
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "ERR_INVALID_CURSOR"
+    past_bigint = json.dumps(["downloads", "2026-11-29T12:00:00+00:00", 10**25]).encode()
+    for cursor in ("bm90LWEtY3Vyc29y", base64.urlsafe_b64encode(past_bigint).decode()):
+        bad = api.get(path, params={"cursor": cursor}, headers=admin_headers)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "ERR_INVALID_CURSOR"
     unknown = api.get(f"/v1/admin/uploads/{uuid.uuid4()}/downloads", headers=admin_headers)
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "ERR_UPLOAD_NOT_FOUND"

@@ -9,7 +9,7 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from broker.domain import errors
 from broker.domain.downloads import DownloadRecord
@@ -17,6 +17,7 @@ from broker.domain.model import BIGINT_MAX
 from broker.flows.ports import Queries
 
 EXPORT_BATCH = 1000  # rows per statement while exporting
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before any row
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class DownloadAudit:
         rows = await self.queries.list_upload_downloads(upload_id, after, limit + 1)
         next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         return DownloadPage(items=rows[:limit], next_cursor=next_cursor)
+
+    async def latest(self, limit: int) -> list[DownloadRecord]:
+        """The newest `limit` downloads of any upload (the /ops page)."""
+        return await self.queries.list_downloads_since(EPOCH, None, limit)
 
     async def since(
         self, since: datetime, upload_id: uuid.UUID | None = None

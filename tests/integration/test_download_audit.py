@@ -100,6 +100,12 @@ def test_operators_page_through_downloads_and_see_them_in_the_upload_view(
     assert [d["request_id"] for d in view["downloads"]["latest"]] == seen[:5]
     assert view["downloads"]["last_issued_at"] == view["downloads"]["latest"][0]["issued_at"]
     assert view["downloads"]["listing"] == f"/v1/admin/uploads/{upload['id']}/downloads"
+    page = api.get("/ops", headers=admin_headers)
+    latest = page.text.split('id="latest-downloads"', 1)[1].split("</table>", 1)[0]
+    assert upload["id"] in latest
+    assert [latest.index(f">{request_id}<") for request_id in seen] == sorted(
+        latest.index(f">{request_id}<") for request_id in seen
+    )
 
 
 def test_the_downloads_route_refuses_owners_bad_cursors_and_unknown_uploads(

@@ -45,7 +45,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench import content, listing, missed, multipart, ratelimit, sse, webhooks
+from bench import content, downloads, listing, missed, multipart, ratelimit, sse, webhooks
 from broker import auth, config
 from broker.adapters import migrate, storage
 from broker.dev import clamd, devstack
@@ -59,13 +59,25 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 # BENCH_ONLY=content: content sniffing's cost and malware-scan throughput (bench/content.py).
 # BENCH_ONLY=sse: 10,000 idle live-status streams: memory, idle CPU, fan-out (bench/sse.py).
 # BENCH_ONLY=missed: both webhook targets off; PUT -> finalized by the reconciler (~2 min).
+# BENCH_ONLY=downloads: the download route with its audit row against without (~2.5 min).
 # BENCH_ONLY=ratelimit: create throughput with rate limits off and on, same run (~3 min).
 ONLY = os.environ.get("BENCH_ONLY", "")
-KNOWN_ONLY = ("", "listing", "webhooks", "webhook-burst", "content", "sse", "missed", "ratelimit")
+KNOWN_ONLY = (
+    "",
+    "listing",
+    "webhooks",
+    "webhook-burst",
+    "content",
+    "sse",
+    "missed",
+    "ratelimit",
+    "downloads",
+)
 if ONLY not in KNOWN_ONLY:
     raise SystemExit(f"BENCH_ONLY={ONLY!r}: only {', '.join(map(repr, KNOWN_ONLY[1:]))} are known")
 BIN = Path(sys.executable).parent
 LUA_SCRIPT = Path(__file__).with_name("create_upload.lua")
+GET_SCRIPT = Path(__file__).with_name("get_with_token.lua")
 
 POOL_SIZE = 10  # both apps: BROKER_DB_POOL_MIN = BROKER_DB_POOL_MAX
 WRK_THREADS = 2
@@ -360,10 +372,16 @@ def parse_wrk(output: str) -> WrkResult:
 
 
 def run_wrk(
-    wrk: str, server: Server, path: str, stack: Stack, seconds: int, policy: str | None = None
+    wrk: str,
+    server: Server,
+    path: str,
+    stack: Stack,
+    seconds: int,
+    policy: str | None = None,
+    script: Path = LUA_SCRIPT,
 ) -> WrkResult:
-    """One wrk run (creates under `policy`, if given); also the CPU time the app and
-    PostgreSQL spent per request meanwhile."""
+    """One wrk run of `script` (creates under `policy`, if given); also the CPU time the app
+    and PostgreSQL spent per request meanwhile."""
     url = server.base_url + path
     command = [
         wrk,
@@ -372,7 +390,7 @@ def run_wrk(
         f"-d{seconds}s",
         "--latency",
         "-s",
-        str(LUA_SCRIPT),
+        str(script),
         url,
         "--",
         stack.token,
@@ -680,6 +698,16 @@ def webhook_burst(stack: Stack, wrk: str) -> list[str]:
         raise BenchError(str(exc)) from exc
 
 
+def downloads_section(stack: Stack, wrk: str) -> list[str]:
+    def measure(path: str, seconds: int) -> WrkResult:
+        return run_wrk(wrk, stack.broker, path, stack, seconds, script=GET_SCRIPT)
+
+    try:
+        return downloads.run(stack.postgres.url, SUBJECT, BUCKET, measure, WRK_SECONDS)
+    except RuntimeError as exc:
+        raise BenchError(str(exc)) from exc
+
+
 def sse_section(stack: Stack) -> list[str]:
     try:
         return sse.run(
@@ -739,6 +767,7 @@ def main() -> int:
                     "sse": lambda: sse_section(stack),
                     "missed": lambda: missed_section(stack),
                     "ratelimit": lambda: ratelimit_section(stack, wrk),
+                    "downloads": lambda: downloads_section(stack, wrk),
                 }
                 load_before = os.getloadavg()[0]
                 print("\n".join(only[ONLY]()))
@@ -757,6 +786,7 @@ def main() -> int:
             fin = finalize_latency(stack)
             sections = [
                 webhook_section(stack, wrk),
+                downloads_section(stack, wrk),
                 multipart.run(workdir, stack.settings, stack.broker.base_url),
                 listing_section(stack),
                 content_section(stack),

@@ -1,5 +1,5 @@
 """Command line: `broker serve | migrate | init | token | dev`, and the operator commands
-`broker uploads | stats | reconcile | webhooks`."""
+`broker uploads | stats | reconcile | webhooks | audit`."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from broker.domain.model import (
     WebhookEventType,
 )
 from broker.domain.webhooks import DeliveryFilters
-from broker.ops import commands, webhook_commands
+from broker.ops import audit_commands, commands, webhook_commands
 
 GC_YOUNG_THRESHOLD = 20_000
 
@@ -136,9 +136,13 @@ async def webhooks_command(args: argparse.Namespace, settings: config.Settings) 
 
 
 async def operator_command(args: argparse.Namespace, settings: config.Settings) -> str:
-    """Run `broker uploads | stats | reconcile | webhooks` and return what to print."""
+    """Run `broker uploads | stats | reconcile | webhooks | audit` and return what to print."""
     if args.command == "webhooks":
         return await webhooks_command(args, settings)
+    if args.command == "audit":
+        since = commands.parse_duration(args.since)
+        output = "csv" if args.csv else "json" if args.json else "table"
+        return await audit_commands.downloads(settings, since, args.upload, output)
     if args.command == "stats":
         return await commands.show_stats(settings, args.json)
     if args.command == "reconcile":
@@ -216,6 +220,20 @@ def add_webhooks_parser(commands: Any) -> None:
     p_retry.add_argument("delivery_id", type=int)
 
 
+def add_audit_parser(commands: Any) -> None:
+    """`broker audit downloads`: who was given a download URL, and when."""
+    p_audit = commands.add_parser("audit", help="the download audit")
+    audits = p_audit.add_subparsers(dest="audit_command", required=True)
+    p_downloads = audits.add_parser("downloads", help="download URLs issued, newest first")
+    p_downloads.add_argument(
+        "--since", default="24h", metavar="DURATION", help="this long ago: 90s, 15m, 24h, 7d"
+    )
+    p_downloads.add_argument("--upload", type=_uuid, metavar="UPLOAD_ID", help="only this one")
+    output = p_downloads.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="CSV with a header row, times UTC")
+    output.add_argument("--json", action="store_true")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="broker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -285,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_reconcile.add_argument("--json", action="store_true")
 
     add_webhooks_parser(commands)
+    add_audit_parser(commands)
 
     p_dev = commands.add_parser("dev", help="run PostgreSQL, MinIO and the broker locally")
     p_dev.add_argument("--state-dir", type=Path, default=Path(".state"))

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     orphan_sweep_interval_seconds: float = Field(default=3600, gt=0)
     orphan_grace_seconds: int = Field(default=3600, ge=60)
     reconcile_check_grace_seconds: int = Field(default=30, ge=0, le=86400)
+    # Days a download audit row is kept (the reconciler deletes older ones); 0: forever.
+    download_audit_retention_days: int = Field(default=90, ge=0, le=36500)
 
     sse_heartbeat_seconds: float = Field(default=15, gt=0, le=300)
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()

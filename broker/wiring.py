@@ -23,6 +23,7 @@ from broker.flows import (
     admin,
     app_webhooks,
     companion,
+    download_audit,
     finalization,
     health,
     live,
@@ -49,6 +50,7 @@ class Flows:
     finalizer: finalization.Finalizer
     reconciler: reconciler.Reconciler
     admin: admin.Admin
+    downloads: download_audit.DownloadAudit
     live: live.LiveStatus
     probes: health.Probes
     webhooks: app_webhooks.AppWebhooks
@@ -96,6 +98,7 @@ def build(
         policies,
         orphan_grace_seconds=settings.orphan_grace_seconds,
         limiter=limiter,
+        download_audit_retention_days=settings.download_audit_retention_days,
         clock=clock,
     )
     return Flows(
@@ -106,6 +109,7 @@ def build(
         finalizer=finalizer,
         reconciler=checker,
         admin=admin.Admin(statements, store, checker),
+        downloads=download_audit.DownloadAudit(statements),
         live=live.LiveStatus(statements, listen(live.CHANNEL), settings.sse_heartbeat_seconds),
         probes=health.Probes(statements, store),
         webhooks=app_webhooks.AppWebhooks(

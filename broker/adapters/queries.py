@@ -18,6 +18,7 @@ import asyncpg
 
 from broker.adapters.db import Database
 from broker.adapters.rate_limits import TakeBatcher
+from broker.domain.downloads import DownloadRecord, DownloadSummary, RequestOrigin
 from broker.domain.model import (
     AdminSort,
     ChecksumAlgorithm,
@@ -97,6 +98,18 @@ def _history(row: asyncpg.Record) -> HistoryEntry:
         actor=row["actor"],
         detail=row["detail"],
         at=row["at"],
+    )
+
+
+def _download(row: asyncpg.Record) -> DownloadRecord:
+    return DownloadRecord(
+        id=row["id"],
+        upload_id=row["upload_id"],
+        requester=row["requester"],
+        issued_at=row["issued_at"],
+        expires_in_seconds=row["expires_in_seconds"],
+        request_id=row["request_id"],
+        client_address=row["client_address"],
     )
 
 
@@ -741,3 +754,61 @@ class Queries:
         row = await self._row("count_dead_webhook_deliveries")
         assert row is not None  # an aggregate always has its row
         return int(row[0])
+
+    # ---- download audit (migration 0013)
+
+    async def get_upload_recording_download(
+        self, upload_id: uuid.UUID, owner: str, *, expires_in: int, origin: RequestOrigin
+    ) -> Upload | None:
+        return _upload(
+            await self._row(
+                "get_upload_recording_download",
+                id=upload_id,
+                owner=owner,
+                expires_in_seconds=expires_in,
+                request_id=origin.request_id,
+                client_address=origin.client_address,
+            )
+        )
+
+    async def list_upload_downloads(
+        self,
+        upload_id: uuid.UUID,
+        after: tuple[datetime, int] | None,
+        limit: int,
+        since: datetime | None = None,
+    ) -> list[DownloadRecord]:
+        after_issued_at, after_id = after or (None, None)
+        rows = await self._rows(
+            "list_upload_downloads",
+            upload_id=upload_id,
+            since=since,
+            after_issued_at=after_issued_at,
+            after_id=after_id,
+            limit=limit,
+        )
+        return [_download(row) for row in rows]
+
+    async def list_downloads_since(
+        self, since: datetime, after: tuple[datetime, int] | None, limit: int
+    ) -> list[DownloadRecord]:
+        after_issued_at, after_id = after or (None, None)
+        rows = await self._rows(
+            "list_downloads_since",
+            since=since,
+            after_issued_at=after_issued_at,
+            after_id=after_id,
+            limit=limit,
+        )
+        return [_download(row) for row in rows]
+
+    async def count_upload_downloads(self, upload_id: uuid.UUID) -> DownloadSummary:
+        row = await self._row("count_upload_downloads", upload_id=upload_id)
+        assert row is not None
+        return DownloadSummary(downloads=row["downloads"], last_issued_at=row["last_issued_at"])
+
+    async def delete_expired_download_audit(self, retention_days: int, limit: int) -> int:
+        row = await self._row(
+            "delete_expired_download_audit", retention_days=retention_days, limit=limit
+        )
+        return int(row[0]) if row is not None else 0

@@ -815,3 +815,71 @@ WITH idle AS (
     RETURNING 1
 )
 SELECT count(*) AS deleted FROM deleted;
+
+-- ---- download audit (migration 0013): every presigned GET the broker issues
+
+-- name: get_upload_recording_download
+-- The owner's upload, as get_upload_for_owner, and in the same statement, when it is
+-- finalized (the only state that is given a URL), the audit row of the download about to be
+-- signed: one round trip, and no URL without its row. Any other upload records nothing.
+WITH upload AS (
+    SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata,
+        bucket, object_key, policy, transfer, multipart_upload_id, part_size, part_count,
+        checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
+        created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+        detected_content_type, scan_result, scan_signature
+    FROM uploads WHERE id = :id AND owner = :owner
+), recorded AS (
+    INSERT INTO download_audit (upload_id, requester, expires_in_seconds, request_id,
+                                client_address)
+    SELECT id, :owner, :expires_in_seconds, :request_id, :client_address
+    FROM upload WHERE status = 'finalized'
+)
+SELECT id, owner, status, filename, content_type, size, size_limit, sha256, metadata, bucket,
+    object_key, policy, transfer, multipart_upload_id, part_size, part_count,
+    checksum_algorithm, checksum, etag, reject_reason, idempotency_key, request_hash,
+    created_at, updated_at, expires_at, finalized_at, rejected_at, expired_at, deleted_at,
+    detected_content_type, scan_result, scan_signature
+FROM upload;
+
+-- name: list_upload_downloads
+-- One upload's downloads, newest first, keyset-paginated on (issued_at, id); only those
+-- issued at or after :since when given.
+SELECT id, upload_id, requester, issued_at, expires_in_seconds, request_id, client_address
+FROM download_audit
+WHERE upload_id = :upload_id
+  AND (:since::timestamptz IS NULL OR issued_at >= :since)
+  AND (:after_issued_at::timestamptz IS NULL
+       OR (issued_at, id) < (:after_issued_at::timestamptz, :after_id::bigint))
+ORDER BY issued_at DESC, id DESC
+LIMIT :limit;
+
+-- name: list_downloads_since
+-- Every upload's downloads issued at or after :since, newest first, keyset-paginated on
+-- (issued_at, id): a backward walk of download_audit_issued_at_idx that stops at :since.
+SELECT id, upload_id, requester, issued_at, expires_in_seconds, request_id, client_address
+FROM download_audit
+WHERE issued_at >= :since
+  AND (:after_issued_at::timestamptz IS NULL
+       OR (issued_at, id) < (:after_issued_at::timestamptz, :after_id::bigint))
+ORDER BY issued_at DESC, id DESC
+LIMIT :limit;
+
+-- name: count_upload_downloads
+-- How many URLs were issued for one upload (rows still kept), and when the last one was.
+SELECT count(*) AS downloads, max(issued_at) AS last_issued_at
+FROM download_audit WHERE upload_id = :upload_id;
+
+-- name: delete_expired_download_audit
+-- Retention: delete up to :limit audit rows older than :retention_days days, oldest first;
+-- returns how many. SKIP LOCKED: two reconcilers deleting at once split the rows.
+WITH expired AS (
+    SELECT id FROM download_audit
+    WHERE issued_at < now() - make_interval(days => :retention_days)
+    ORDER BY issued_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM download_audit WHERE id IN (SELECT id FROM expired) RETURNING id
+)
+SELECT count(*) FROM deleted;

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from broker.api import schemas
 from broker.api.deps import AdminDep, AdminRoute, PrincipalDep
+from broker.api.download_audit import Download
 from broker.api.errors_doc import responses
 from broker.domain import model
 from broker.domain.model import AdminSort, Outcome, UploadFilters, UploadStatus
@@ -66,10 +67,20 @@ class StorageState(BaseModel):
     )
 
 
+class DownloadsSummary(BaseModel):
+    """The upload's download audit in short; the whole list is at `listing`."""
+
+    count: int = Field(description="URLs issued for the upload (rows still kept).")
+    last_issued_at: datetime | None
+    latest: list[Download] = Field(description="The latest few, newest first.")
+    listing: str = Field(description="The route listing them all, page by page.")
+
+
 class Inspection(BaseModel):
     upload: AdminUpload
     history: list[HistoryEntry]
     storage: StorageState
+    downloads: DownloadsSummary
 
 
 class ActionResult(BaseModel):
@@ -133,7 +144,8 @@ async def list_uploads(
 
 @router.get("/uploads/{upload_id}", response_model=Inspection, responses=ADMIN_ERRORS)
 async def inspect_upload(upload_id: uuid.UUID, service: AdminDep) -> Inspection:
-    """One upload, its state history, and what storage holds for its key right now."""
+    """One upload, its state history, what storage holds for its key right now, and its
+    download audit in short (count, the latest few)."""
     found = await service.inspect(upload_id)
     stored = found.stored
     return Inspection(
@@ -149,6 +161,12 @@ async def inspect_upload(upload_id: uuid.UUID, service: AdminDep) -> Inspection:
             content_type=stored.content_type if stored else None,
             checksum=stored.checksum if stored else None,
             multipart_parts=len(found.parts) if found.parts is not None else None,
+        ),
+        downloads=DownloadsSummary(
+            count=found.downloads.downloads,
+            last_issued_at=found.downloads.last_issued_at,
+            latest=[Download.of(r) for r in found.recent_downloads],
+            listing=f"/v1/admin/uploads/{upload_id}/downloads",
         ),
     )
 

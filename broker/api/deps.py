@@ -13,11 +13,21 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 
-from broker import auth, wiring
-from broker.api import security_doc
+from broker import auth, request_context, wiring
+from broker.api import address_limits, security_doc
 from broker.config import Settings
 from broker.domain import errors, policies
-from broker.flows import admin, app_webhooks, companion, finalization, live, multipart, uploads
+from broker.domain.downloads import RequestOrigin
+from broker.flows import (
+    admin,
+    app_webhooks,
+    companion,
+    download_audit,
+    finalization,
+    live,
+    multipart,
+    uploads,
+)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -169,3 +179,26 @@ async def get_app_webhooks(request: Request, principal: PrincipalDep) -> app_web
 
 
 AppWebhooksDep = Annotated[app_webhooks.AppWebhooks, Depends(get_app_webhooks)]
+
+
+async def get_download_audit(
+    request: Request, principal: PrincipalDep
+) -> download_audit.DownloadAudit:
+    """The download audit, for a token with the admin claim only."""
+    if not principal.admin:
+        raise errors.Forbidden()
+    return flows_of(request).downloads
+
+
+DownloadAuditDep = Annotated[download_audit.DownloadAudit, Depends(get_download_audit)]
+
+
+async def get_origin(request: Request) -> RequestOrigin:
+    """The request's id (request_context.py) and the client's address (address_limits.py)."""
+    return RequestOrigin(
+        request_id=request_context.REQUEST_ID.get(),
+        client_address=address_limits.client_address(request.scope),
+    )
+
+
+OriginDep = Annotated[RequestOrigin, Depends(get_origin)]

@@ -30,6 +30,7 @@ DEFAULT_COOKIE_SECONDS = 3600
 PENDING_ROWS = 100
 SEARCH_ROWS = 50
 DELIVERY_ROWS = 20
+DOWNLOAD_ROWS = 10
 
 # Every response of these routes: never cached, never framed, no scripts, no inline styles,
 # no referrer (the login URL carries a token), forms (the search box) sent to this origin
@@ -110,6 +111,7 @@ async def ops(request: Request, q: str | None = None) -> Response:
         found = await service.list(UploadFilters(search=text), "-created_at", SEARCH_ROWS, None)
         search = ops_page.Search(text, found.items, more=found.next_cursor is not None)
     deliveries = await flows_of(request).webhooks.overview(DELIVERY_ROWS)
+    downloads = await flows_of(request).downloads.latest(DOWNLOAD_ROWS)
     page = ops_page.render_ops_page(
         stats,
         pending.items,
@@ -117,6 +119,7 @@ async def ops(request: Request, q: str | None = None) -> Response:
         _ops_path(request),
         search=search,
         deliveries=deliveries,
+        downloads=downloads,
     )
     return _page(page)
 

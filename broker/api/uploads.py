@@ -15,6 +15,7 @@ from broker import auth
 from broker.api import schemas, security_doc
 from broker.api.deps import (
     AuthenticatedRoute,
+    OriginDep,
     PrincipalDep,
     UploadsDep,
     authenticate,
@@ -282,6 +283,7 @@ async def download_upload(
     upload_id: uuid.UUID,
     principal: PrincipalDep,
     service: UploadsDep,
+    origin: OriginDep,
     disposition: Annotated[
         Literal["attachment", "inline"],
         Query(
@@ -294,8 +296,11 @@ async def download_upload(
 ) -> schemas.DownloadLink:
     """Get a presigned GET URL for a finalized upload; it downloads under the original name.
     Uploads still being scanned (ERR_UPLOAD_SCANNING) or quarantined
-    (ERR_UPLOAD_QUARANTINED) are refused with 409."""
-    get = await service.download(principal.owner, upload_id, inline=disposition == "inline")
+    (ERR_UPLOAD_QUARANTINED) are refused with 409. Every URL given is recorded in the
+    download audit (who, when, its lifetime, the request id and client address)."""
+    get = await service.download(
+        principal.owner, upload_id, origin=origin, inline=disposition == "inline"
+    )
     return schemas.DownloadLink(url=get.url, expires_at=get.expires_at)
 
 

@@ -105,6 +105,7 @@ class Outcome(StrEnum):
     WOULD_EXPIRE = "would_expire"
     WOULD_DELETE_ORPHAN_OBJECT = "would_delete_orphan_object"
     WOULD_ABORT_ORPHAN_MULTIPART = "would_abort_orphan_multipart"
+    DOWNLOAD_AUDIT_PURGED = "download_audit_purged"  # rows past their retention, counted
 
 
 # What a settled upload means when the reconciler, not the webhook, settled it.

@@ -115,6 +115,11 @@ class Policies(BaseModel):
     def default(self) -> Policy:
         return self.by_name[DEFAULT]
 
+    @property
+    def limit_downloads(self) -> bool:
+        """Whether any policy limits its owners' downloads."""
+        return any(policy.rate_limits.downloads for policy in self.by_name.values())
+
 
 def default_policy(settings: Settings) -> Policy:
     """The policy that applies without a policies file, built from the BROKER_* limits."""

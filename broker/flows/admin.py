@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from broker import metrics
 from broker.domain import errors
+from broker.domain.downloads import DownloadRecord, DownloadSummary
 from broker.domain.model import (
     BIGINT_MAX,
     SEARCH_RULE,
@@ -34,6 +35,8 @@ from broker.flows.reconciler import Reconciler
 
 log = logging.getLogger("broker.admin")
 
+RECENT_DOWNLOADS = 5  # the latest downloads an upload's inspection shows
+
 # The field each sort order's cursor holds.
 SORT_FIELDS: dict[str, str] = {
     "-created_at": "created_at",
@@ -51,12 +54,14 @@ class Page:
 
 @dataclass(frozen=True)
 class Inspection:
-    """An upload, its history, and what storage holds for it right now."""
+    """An upload, its history, what storage holds for it right now, and its downloads."""
 
     record: Upload
     history: list[HistoryEntry]
     stored: StoredObject | None
     parts: list[StoredPart] | None
+    downloads: DownloadSummary
+    recent_downloads: list[DownloadRecord]
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,16 @@ class Admin:
         parts = None
         if upload.multipart_upload_id is not None and upload.status is UploadStatus.PENDING:
             parts = await self.storage.list_parts(upload.object_key, upload.multipart_upload_id)
-        return Inspection(record=upload, history=history, stored=stored, parts=parts)
+        return Inspection(
+            record=upload,
+            history=history,
+            stored=stored,
+            parts=parts,
+            downloads=await self.queries.count_upload_downloads(upload_id),
+            recent_downloads=await self.queries.list_upload_downloads(
+                upload_id, None, RECENT_DOWNLOADS
+            ),
+        )
 
     async def pending(self) -> PendingSummary:
         """How many uploads are pending and stuck, and since when (read for every scrape)."""

@@ -22,6 +22,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
+from broker.domain.downloads import DownloadRecord, DownloadSummary, RequestOrigin
 from broker.domain.model import (
     AdminSort,
     DeliveryStatus,
@@ -409,6 +410,37 @@ class Queries(Protocol):
     async def webhook_backlog(self) -> WebhookBacklog: ...
 
     async def count_dead_webhook_deliveries(self) -> int: ...
+
+    # ---- download audit (migration 0013)
+
+    async def get_upload_recording_download(
+        self, upload_id: uuid.UUID, owner: str, *, expires_in: int, origin: RequestOrigin
+    ) -> Upload | None:
+        """The owner's upload (None if not theirs); when it is finalized, the same statement
+        records the download of a URL valid for `expires_in` seconds, issued now."""
+        ...
+
+    async def list_upload_downloads(
+        self,
+        upload_id: uuid.UUID,
+        after: tuple[datetime, int] | None,
+        limit: int,
+        since: datetime | None = None,
+    ) -> list[DownloadRecord]:
+        """One upload's downloads, newest first, after the keyset position (issued_at, id)."""
+        ...
+
+    async def list_downloads_since(
+        self, since: datetime, after: tuple[datetime, int] | None, limit: int
+    ) -> list[DownloadRecord]:
+        """Every download issued at or after `since`, newest first, after `after`."""
+        ...
+
+    async def count_upload_downloads(self, upload_id: uuid.UUID) -> DownloadSummary: ...
+
+    async def delete_expired_download_audit(self, retention_days: int, limit: int) -> int:
+        """Delete up to `limit` rows older than `retention_days` days; how many went."""
+        ...
 
 
 # The media type of a file's first bytes (broker/adapters/sniffer.py: libmagic).

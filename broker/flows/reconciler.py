@@ -25,6 +25,11 @@ from broker.flows.rate_limits import RateLimiter
 
 log = logging.getLogger("broker.reconciler")
 
+# Download audit retention: rows deleted per statement, and statements per pass at most, so
+# a first pass over a long backlog stays short and the next passes finish it.
+AUDIT_PURGE_BATCH = 1000
+AUDIT_PURGE_MAX_BATCHES = 50
+
 
 @dataclass
 class PassReport:
@@ -60,6 +65,7 @@ class Reconciler:
         policies: Policies,
         *,
         orphan_grace_seconds: int,
+        download_audit_retention_days: int = 0,
         max_uploads_per_pass: int = 10_000,
         limiter: RateLimiter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -69,6 +75,7 @@ class Reconciler:
         self.finalizer = finalizer
         self.policies = policies
         self.orphan_grace = timedelta(seconds=orphan_grace_seconds)
+        self.audit_retention_days = download_audit_retention_days  # 0: keep forever
         self.max_uploads = max_uploads_per_pass
         self.limiter = limiter or RateLimiter(queries, policies.failed_auth_limit)
         self.clock = clock
@@ -89,6 +96,7 @@ class Reconciler:
         if sweep:
             await self._sweep_orphans(report)
         if not dry_run:
+            await self._purge_download_audit(report)
             await self.queries.insert_reconciler_run(
                 report.started_at, False, trigger, dict(report.counts)
             )
@@ -117,6 +125,20 @@ class Reconciler:
                 if early and outcome is Outcome.STILL_PENDING:
                     await tx.mark_upload_checked(upload.id)
             report.record(outcome, upload_id=str(upload.id), key=upload.object_key)
+
+    async def _purge_download_audit(self, report: PassReport) -> None:
+        """Delete download audit rows past their retention, in bounded batches."""
+        if self.audit_retention_days == 0:
+            return
+        for _ in range(AUDIT_PURGE_MAX_BATCHES):
+            deleted = await self.queries.delete_expired_download_audit(
+                self.audit_retention_days, AUDIT_PURGE_BATCH
+            )
+            if deleted:
+                report.counts[Outcome.DOWNLOAD_AUDIT_PURGED] += deleted
+                metrics.RECONCILER_OUTCOMES.labels(Outcome.DOWNLOAD_AUDIT_PURGED).inc(deleted)
+            if deleted < AUDIT_PURGE_BATCH:
+                return
 
     async def _preview_stale(self, report: PassReport) -> None:
         for upload in await self.queries.list_stale_pending_uploads(self.max_uploads):

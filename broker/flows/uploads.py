@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from broker import metrics
 from broker.domain import content_checks, errors
+from broker.domain.downloads import RequestOrigin
 from broker.domain.model import (
     Actor,
     ChecksumAlgorithm,
@@ -407,23 +408,29 @@ class Uploads:
         return Page(items=uploads[:limit], next_cursor=next_cursor)
 
     async def download(
-        self, owner: str, upload_id: uuid.UUID, *, inline: bool = False
+        self, owner: str, upload_id: uuid.UUID, *, origin: RequestOrigin, inline: bool = False
     ) -> PresignedRequest:
         """A presigned GET for a finalized upload, named after the original file. Active
         content is always an attachment of type application/octet-stream; images, audio,
         video and PDF are shown inline when asked and the policy allows it
-        (domain/content_checks.py)."""
-        upload = await self.get(owner, upload_id)
-        if upload.status is UploadStatus.SCANNING:
-            raise errors.UploadScanning()
-        if upload.status is UploadStatus.QUARANTINED:
-            raise errors.UploadQuarantined(details={"signature": upload.scan_signature})
-        if upload.status is not UploadStatus.FINALIZED:
-            raise errors.UploadNotFinalized(
-                f"upload is {upload.status}, not finalized", details={"status": upload.status}
+        (domain/content_checks.py).
+
+        The download is recorded (who, when, the URL's lifetime, `origin`) by the statement
+        that reads the upload, before anything is signed: no URL leaves without its audit
+        row, and a refused download (not found, not theirs, not finalized, over its rate
+        limit) records nothing. Where policies limit downloads, the upload is read once
+        more before that, to know its policy's limit.
+        """
+        if self.policies.limit_downloads:
+            policy = self.policy_of(_downloadable(await self.get(owner, upload_id)))
+            limit = policy.rate_limits.downloads
+            await self.limiter.take(Action.DOWNLOADS, limit, policy.name, owner)
+        upload = _downloadable(
+            await self.queries.get_upload_recording_download(
+                upload_id, owner, expires_in=self.download_ttl, origin=origin
             )
+        )
         policy = self.policy_of(upload)
-        await self.limiter.take(Action.DOWNLOADS, policy.rate_limits.downloads, policy.name, owner)
         served = content_checks.serving(
             upload.content_type,
             upload.detected_content_type,
@@ -455,3 +462,18 @@ class Uploads:
                 await self.storage.abort_multipart(upload.object_key, upload.multipart_upload_id)
             await self.storage.delete(upload.object_key)
         return upload
+
+
+def _downloadable(upload: Upload | None) -> Upload:
+    """The upload, if it may be downloaded; else the error that says why not."""
+    if upload is None:
+        raise errors.UploadNotFound()
+    if upload.status is UploadStatus.SCANNING:
+        raise errors.UploadScanning()
+    if upload.status is UploadStatus.QUARANTINED:
+        raise errors.UploadQuarantined(details={"signature": upload.scan_signature})
+    if upload.status is not UploadStatus.FINALIZED:
+        raise errors.UploadNotFinalized(
+            f"upload is {upload.status}, not finalized", details={"status": upload.status}
+        )
+    return upload

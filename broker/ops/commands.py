@@ -95,13 +95,28 @@ async def show_upload(settings: config.Settings, upload_id: uuid.UUID, as_json: 
         **({"multipart_parts": len(found.parts)} if found.parts is not None else {}),
     }
     if as_json:
-        return to_json({"upload": record, "history": found.history, "storage": state})
+        return to_json(
+            {
+                "upload": record,
+                "history": found.history,
+                "storage": state,
+                "downloads": found.downloads,
+                "recent_downloads": found.recent_downloads,
+            }
+        )
     fields = table(["field", "value"], [(k, v) for k, v in record.items()])
     events = table(
         ["at", "status", "actor", "detail"],
         [(h.at, h.status, h.actor, json.dumps(h.detail)) for h in found.history],
     )
-    return f"{fields}\n\nhistory\n{events}\n\nstorage now: {json.dumps(state)}"
+    last = found.downloads.last_issued_at
+    kept_days = settings.download_audit_retention_days or 36500  # 0: rows are kept forever
+    downloads = (
+        f"download URLs issued: {found.downloads.downloads}"
+        f"{f', the last at {last}' if last else ''}"
+        f" (all: broker audit downloads --upload {upload_id} --since {kept_days}d)"
+    )
+    return f"{fields}\n\nhistory\n{events}\n\nstorage now: {json.dumps(state)}\n{downloads}"
 
 
 async def release_upload(

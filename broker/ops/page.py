@@ -19,6 +19,7 @@ from importlib import resources
 
 import jinja2
 
+from broker.domain.downloads import DownloadRecord
 from broker.domain.model import HourlyCount, StatusPolicyCount, Upload, UploadStatus
 from broker.flows.admin import Stats
 from broker.flows.app_webhooks import DeliveriesOverview
@@ -291,10 +292,12 @@ def render_ops_page(
     ops_path: str = "/ops",
     search: Search | None = None,
     deliveries: DeliveriesOverview | None = None,
+    downloads: Sequence[DownloadRecord] | None = None,
 ) -> str:
     """The whole operators' page for `Admin.stats()` and the oldest pending uploads, with
     the results of a filename search when one was asked for, and the apps' webhook
-    deliveries (`AppWebhooks.overview()`) when given.
+    deliveries (`AppWebhooks.overview()`) and the latest downloads (`DownloadAudit.latest()`)
+    when given.
 
     `ops_path` is where the page is served (under a proxy's root path, say): the page links
     its stylesheet there, and the search box sends its form there.
@@ -312,6 +315,7 @@ def render_ops_page(
         chart=chart_geometry(stats.hourly),
         search=search,
         deliveries=deliveries,
+        downloads=downloads,
     )
 
 

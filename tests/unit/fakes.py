@@ -53,6 +53,7 @@ from broker.domain.objects import (
     StoredPart,
 )
 from broker.domain.scanning import ScannerUnavailable, ScanVerdict
+from tests.unit.fake_downloads import MemoryDownloads
 from tests.unit.fake_webhooks import MemoryWebhooks
 
 START = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -121,8 +122,9 @@ class ScanJob:
     created_at: datetime = START
 
 
-class MemoryQueries(MemoryWebhooks):
-    """The Queries port over dictionaries (app webhooks: tests/unit/fake_webhooks.py)."""
+class MemoryQueries(MemoryWebhooks, MemoryDownloads):
+    """The Queries port over dictionaries (app webhooks: tests/unit/fake_webhooks.py; the
+    download audit: tests/unit/fake_downloads.py)."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
@@ -141,6 +143,7 @@ class MemoryQueries(MemoryWebhooks):
         self._history_ids = itertools.count(1)  # an identity: a rollback leaves a gap
         self._unsent: list[tuple[str, str]] = []  # notifications of the open transaction
         self._init_webhooks()
+        self._init_downloads()
 
     def _check(self) -> None:
         if not self.available:
@@ -195,6 +198,7 @@ class MemoryQueries(MemoryWebhooks):
         """Changes made inside are undone if the block raises, as a rolled-back transaction."""
         self._check()
         saved = (dict(self.uploads), list(self.history), list(self.runs), len(self._unsent))
+        downloads = list(self.downloads)
         webhooks = copy.deepcopy((self.endpoints, self.deliveries, self.scan_jobs))
         self._depth += 1
         try:
@@ -202,6 +206,7 @@ class MemoryQueries(MemoryWebhooks):
         except BaseException:
             self.uploads, self.history, self.runs = saved[0], saved[1], saved[2]
             self.endpoints, self.deliveries, self.scan_jobs = webhooks
+            self.downloads = downloads
             del self._unsent[saved[3] :]
             raise
         finally:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from broker.domain import minio_events
+from broker.domain.downloads import RequestOrigin
 from broker.domain.model import Outcome, Upload
 from broker.flows.uploads import Created, NewUpload
 from tests.unit.wired import Flows
 
 OWNER = "alice"
+ORIGIN = RequestOrigin(request_id="req-0001", client_address="192.0.2.7")  # of a download
 DATA = b"hello"
 
 

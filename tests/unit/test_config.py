@@ -70,6 +70,8 @@ def test_settings_content_type_patterns(env):
         ("BROKER_ALLOWED_CONTENT_TYPES", "images", "BROKER_ALLOWED_CONTENT_TYPES 'images'"),
         ("BROKER_UPLOAD_URL_TTL_SECONDS", "604801", "BROKER_UPLOAD_URL_TTL_SECONDS"),
         ("BROKER_S3_NOTIFY_ARNS", "arn:aws:sqs:x", "BROKER_S3_NOTIFY_ARNS"),
+        ("BROKER_DOWNLOAD_AUDIT_RETENTION_DAYS", "-1", "BROKER_DOWNLOAD_AUDIT_RETENTION_DAYS"),
+        ("BROKER_DOWNLOAD_AUDIT_RETENTION_DAYS", "90d", "BROKER_DOWNLOAD_AUDIT_RETENTION_DAYS"),
     ],
 )
 def test_invalid_setting_is_named(env, name, value, message):

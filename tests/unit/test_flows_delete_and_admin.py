@@ -9,7 +9,7 @@ import pytest
 from broker.domain import errors
 from broker.domain.model import Actor, Outcome, UploadStatus
 from tests.unit import steps
-from tests.unit.steps import OWNER, a_file, create
+from tests.unit.steps import ORIGIN, OWNER, a_file, create
 from tests.unit.wired import MIB
 
 OPS = Actor.admin("ops")
@@ -25,7 +25,7 @@ async def test_the_owner_deletes_an_upload_and_its_object(flows):
     assert upload.object_key not in flows.store.objects
     assert await flows.queries.get_upload(upload.id) == deleted
     with pytest.raises(errors.UploadNotFinalized):
-        await flows.uploads.download(OWNER, upload.id)
+        await flows.uploads.download(OWNER, upload.id, origin=ORIGIN)
 
 
 async def test_deleting_twice_is_harmless(flows):
@@ -83,14 +83,14 @@ async def test_the_owner_reads_only_their_own_uploads(flows):
     with pytest.raises(errors.UploadNotFound):
         await flows.uploads.get("mallory", created.record.id)
     with pytest.raises(errors.UploadNotFound):
-        await flows.uploads.download("mallory", created.record.id)
+        await flows.uploads.download("mallory", created.record.id, origin=ORIGIN)
 
 
 async def test_a_pending_upload_cannot_be_downloaded(flows):
     created = await create(flows)
 
     with pytest.raises(errors.UploadNotFinalized) as raised:
-        await flows.uploads.download(OWNER, created.record.id)
+        await flows.uploads.download(OWNER, created.record.id, origin=ORIGIN)
 
     assert (raised.value.status, raised.value.details) == (409, {"status": "pending"})
 

@@ -8,7 +8,15 @@ from broker.domain.model import Actor, ChecksumAlgorithm, Outcome, RejectReason,
 from broker.domain.objects import StoredObject
 from tests.unit import steps
 from tests.unit.fakes import sha256_base64
-from tests.unit.steps import OWNER, a_file, create, created_event, put_and_notify, removed_event
+from tests.unit.steps import (
+    ORIGIN,
+    OWNER,
+    a_file,
+    create,
+    created_event,
+    put_and_notify,
+    removed_event,
+)
 from tests.unit.wired import MIB
 
 
@@ -34,7 +42,7 @@ async def test_a_matching_put_event_finalizes_the_upload(flows):
 async def test_a_finalized_upload_can_be_downloaded_under_its_filename(flows):
     upload = await steps.finalized(flows, filename="report 2026.txt")
 
-    request = await flows.uploads.download(OWNER, upload.id)
+    request = await flows.uploads.download(OWNER, upload.id, origin=ORIGIN)
 
     assert request.method == "GET"
     assert "report%202026.txt" in request.url and upload.object_key in request.url

@@ -11,7 +11,7 @@ import pytest
 
 from broker.domain import errors
 from broker.domain.model import Outcome, ScanResult, UploadStatus
-from tests.unit.steps import a_file, created_event
+from tests.unit.steps import ORIGIN, a_file, created_event
 from tests.unit.wired import flows_in
 
 POLICIES = """
@@ -44,7 +44,7 @@ async def test_a_verified_upload_waits_scanning_and_cannot_be_downloaded(flows):
     upload_id = await verified(flows, b"hello there")
     assert (await flows.queries.get_upload(upload_id)).status is UploadStatus.SCANNING
     with pytest.raises(errors.UploadScanning):
-        await flows.uploads.download(OWNER, upload_id)
+        await flows.uploads.download(OWNER, upload_id, origin=ORIGIN)
 
 
 async def test_the_verdict_finalizes_a_clean_file_and_quarantines_an_infected_one(flows):
@@ -61,7 +61,7 @@ async def test_the_verdict_finalizes_a_clean_file_and_quarantines_an_infected_on
     )
     assert clean_record.finalized_at is not None
     with pytest.raises(errors.UploadQuarantined):
-        await flows.uploads.download(OWNER, infected)
+        await flows.uploads.download(OWNER, infected, origin=ORIGIN)
     assert flows.queries.scan_jobs == {}
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from broker.domain.downloads import DownloadRecord
 from broker.domain.model import (
     DeliveryStatus,
     HourlyCount,
@@ -425,3 +426,29 @@ def test_a_hostile_endpoint_url_description_and_error_are_escaped_in_the_panel()
     assert all("onerror" not in attrs for _, attrs in tags)
     assert not [attrs for _, attrs in tags if "style" in attrs]
     assert "(endpoint removed)" in page
+
+
+def a_download(**fields: Any) -> DownloadRecord:
+    values: dict[str, Any] = {
+        "id": 1,
+        "upload_id": uuid.UUID(int=7),
+        "requester": "alice",
+        "issued_at": NOW - timedelta(minutes=5),
+        "expires_in_seconds": 300,
+        "request_id": "req-1",
+        "client_address": "192.0.2.7",
+    }
+    return DownloadRecord(**(values | fields))
+
+
+def test_the_latest_downloads_show_who_was_given_which_file_escaped() -> None:
+    hostile = a_download(requester=HOSTILE, client_address="<b>x</b>", request_id=None)
+    page = ops_page.render_ops_page(stats(), [], NOW, downloads=[a_download(), hostile])
+
+    assert "Latest downloads" in page and str(uuid.UUID(int=7)) in page
+    assert "192.0.2.7" in page and "5m 0s ago" in page
+    assert HOSTILE not in page and "<b>x</b>" not in page
+    assert "b" not in [tag for tag, _ in parse(page)]
+    empty = ops_page.render_ops_page(stats(), [], NOW, downloads=[])
+    assert "No download URL has been issued" in empty
+    assert "Latest downloads" not in ops_page.render_ops_page(stats(), [], NOW)

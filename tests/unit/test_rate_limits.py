@@ -10,7 +10,7 @@ from broker.domain import errors, policies
 from broker.domain.rate_limits import Action, Rate, RateLimits, parse_rate, retry_after_seconds
 from broker.flows.rate_limits import RateLimiter
 from tests.unit.fakes import MemoryQueries
-from tests.unit.steps import OWNER, a_file, create, finalized
+from tests.unit.steps import ORIGIN, OWNER, a_file, create, finalized
 from tests.unit.wired import MIB, POLICIES
 
 LIMITED = (
@@ -157,16 +157,17 @@ async def test_part_signing_requests_are_limited_a_batch_counting_once(make_flow
     assert raised.value.retry_after == 30
 
 
-async def test_downloads_are_limited_per_owner(make_flows):
+async def test_downloads_are_limited_per_owner_and_a_refused_one_is_not_audited(make_flows):
     flows = make_flows(LIMITED)
     upload = await finalized(flows, policy="limited")
-    await flows.uploads.download(OWNER, upload.id)
-    await flows.uploads.download(OWNER, upload.id)
+    await flows.uploads.download(OWNER, upload.id, origin=ORIGIN)
+    await flows.uploads.download(OWNER, upload.id, origin=ORIGIN)
 
     with pytest.raises(errors.RateLimited) as raised:
-        await flows.uploads.download(OWNER, upload.id)
+        await flows.uploads.download(OWNER, upload.id, origin=ORIGIN)
     assert raised.value.details["action"] == "downloads"
     assert raised.value.retry_after == 1800
+    assert len(flows.queries.downloads) == 2  # the audit holds the URLs issued, only those
 
 
 async def test_the_reconciler_forgets_keys_whose_allowance_is_whole_again(make_flows):

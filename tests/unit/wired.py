@@ -64,6 +64,7 @@ SETTINGS = {
     "download_url_ttl_seconds": 300,
     "pending_ttl_seconds": 86400,
     "orphan_grace_seconds": 3600,
+    "download_audit_retention_days": 90,
     "sse_heartbeat_seconds": 60,
 }
 

@@ -65,7 +65,8 @@ export interface paths {
          * Download Upload
          * @description Get a presigned GET URL for a finalized upload; it downloads under the original name.
          *     Uploads still being scanned (ERR_UPLOAD_SCANNING) or quarantined
-         *     (ERR_UPLOAD_QUARANTINED) are refused with 409.
+         *     (ERR_UPLOAD_QUARANTINED) are refused with 409. Every URL given is recorded in the
+         *     download audit (who, when, its lifetime, the request id and client address).
          */
         get: operations["download_upload_v1_uploads__upload_id__download_get"];
         put?: never;
@@ -171,7 +172,8 @@ export interface paths {
         };
         /**
          * Inspect Upload
-         * @description One upload, its state history, and what storage holds for its key right now.
+         * @description One upload, its state history, what storage holds for its key right now, and its
+         *     download audit in short (count, the latest few).
          */
         get: operations["inspect_upload_v1_admin_uploads__upload_id__get"];
         put?: never;
@@ -278,6 +280,27 @@ export interface paths {
          * @description Expire a pending upload now and remove whatever it stored.
          */
         post: operations["expire_upload_v1_admin_uploads__upload_id__expire_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/uploads/{upload_id}/downloads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Downloads
+         * @description Every download URL issued for the upload, newest first, with keyset pagination;
+         *     rows older than BROKER_DOWNLOAD_AUDIT_RETENTION_DAYS are gone.
+         */
+        get: operations["list_downloads_v1_admin_uploads__upload_id__downloads_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1114,6 +1137,47 @@ export interface components {
             reason: string;
         };
         /**
+         * Download
+         * @description One presigned GET the broker issued.
+         */
+        Download: {
+            /**
+             * Upload Id
+             * Format: uuid
+             */
+            upload_id: string;
+            /**
+             * Requester
+             * @description The owner the bearer token spoke for.
+             */
+            requester: string;
+            /**
+             * Issued At
+             * Format: date-time
+             */
+            issued_at: string;
+            /**
+             * Expires In Seconds
+             * @description The URL's lifetime from issued_at.
+             */
+            expires_in_seconds: number;
+            /**
+             * Url Expires At
+             * Format: date-time
+             */
+            url_expires_at: string;
+            /**
+             * Request Id
+             * @description X-Request-ID of the request (in the logs too).
+             */
+            request_id: string | null;
+            /**
+             * Client Address
+             * @description The peer address the broker saw (a proxy's, behind one).
+             */
+            client_address: string | null;
+        };
+        /**
          * DownloadLink
          * @description A presigned GET for the file.
          */
@@ -1125,6 +1189,36 @@ export interface components {
              * Format: date-time
              */
             expires_at: string;
+        };
+        /** DownloadPage */
+        DownloadPage: {
+            /** Items */
+            items: components["schemas"]["Download"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /**
+         * DownloadsSummary
+         * @description The upload's download audit in short; the whole list is at `listing`.
+         */
+        DownloadsSummary: {
+            /**
+             * Count
+             * @description URLs issued for the upload (rows still kept).
+             */
+            count: number;
+            /** Last Issued At */
+            last_issued_at: string | null;
+            /**
+             * Latest
+             * @description The latest few, newest first.
+             */
+            latest: components["schemas"]["Download"][];
+            /**
+             * Listing
+             * @description The route listing them all, page by page.
+             */
+            listing: string;
         };
         /**
          * Endpoint
@@ -1287,6 +1381,7 @@ export interface components {
             /** History */
             history: components["schemas"]["HistoryEntry"][];
             storage: components["schemas"]["StorageState"];
+            downloads: components["schemas"]["DownloadsSummary"];
         };
         /**
          * MultipartCreated
@@ -1341,7 +1436,7 @@ export interface components {
          * @description What handling one storage event, reconciler check or operator action did.
          * @enum {string}
          */
-        Outcome: "finalized" | "scanning" | "quarantined" | "scan_skipped" | "scan_retry" | "rejected" | "deleted" | "expired" | "still_pending" | "not_pending" | "finalized_missed_webhook" | "rejected_missed_webhook" | "scanning_missed_webhook" | "removed_dead_object" | "ignored_other_bucket" | "ignored_unknown_key" | "ignored_not_live" | "ignored_already_final" | "ignored_object_gone" | "ignored_malformed" | "orphan_object_deleted" | "orphan_multipart_aborted" | "orphan_sweep_skipped_busy" | "would_settle_missed_webhook" | "would_expire" | "would_delete_orphan_object" | "would_abort_orphan_multipart";
+        Outcome: "finalized" | "scanning" | "quarantined" | "scan_skipped" | "scan_retry" | "rejected" | "deleted" | "expired" | "still_pending" | "not_pending" | "finalized_missed_webhook" | "rejected_missed_webhook" | "scanning_missed_webhook" | "removed_dead_object" | "ignored_other_bucket" | "ignored_unknown_key" | "ignored_not_live" | "ignored_already_final" | "ignored_object_gone" | "ignored_malformed" | "orphan_object_deleted" | "orphan_multipart_aborted" | "orphan_sweep_skipped_busy" | "would_settle_missed_webhook" | "would_expire" | "would_delete_orphan_object" | "would_abort_orphan_multipart" | "download_audit_purged";
         /**
          * PartUrl
          * @description A presigned UploadPart PUT; the part must be exactly as long as Uppy cuts it.
@@ -3070,6 +3165,96 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ActionResult"];
+                };
+            };
+            /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Quota exceeded or a policy the token does not grant (uploads), not an admin token (admin routes), or a browser origin BROKER_CORS_ORIGINS does not allow (Uppy routes) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such upload (or it belongs to someone else) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; details list each problem */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (ERR_RATE_LIMITED): over the owner's rate limit for this action, or too many failed authentications from this client address; retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database, storage or the token's identity provider is unavailable; retry later (Retry-After says when, where known) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_downloads_v1_admin_uploads__upload_id__downloads_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DownloadPage"];
+                };
+            };
+            /** @description Malformed request (body is not JSON, a bad cursor, or a part list storage refuses) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description Missing, expired or forged token, or one of an issuer this broker does not trust (the code says which: ERR_UNAUTHORIZED, ERR_TOKEN_*) */

@@ -22,6 +22,8 @@ from typing import Any
 
 import asyncpg
 
+from bench.medians import median_table
+
 SKIP_TRIGGER = """
 CREATE OR REPLACE FUNCTION bench_skip_download_audit() RETURNS trigger
 LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
@@ -131,23 +133,12 @@ def run(
     finally:
         _set_audit(database_url, True, True)
 
+    table, medians = median_table(results, "route", 34)
     lines = [
         f"Downloads: GET /v1/uploads/{{id}}/download, wrk 10 s runs, median of {ROUNDS}"
         " alternating rounds (CPU = ms per request)",
-        f"  {'route':34} {'req/s':>6} {'p50 ms':>7} {'p99 ms':>7} {'app CPU':>8} {'PG CPU':>7}"
-        "   req/s by round",
+        *table,
     ]
-    medians: dict[str, float] = {}
-    for name, rounds in results.items():
-        rps = statistics.median(r.requests_per_second for r in rounds)
-        medians[name] = rps
-        lines.append(
-            f"  {name:34} {rps:6.0f} {statistics.median(r.p50_ms for r in rounds):7.2f}"
-            f" {statistics.median(r.p99_ms for r in rounds):7.2f}"
-            f" {statistics.median(r.app_cpu_ms for r in rounds):8.3f}"
-            f" {statistics.median(r.db_cpu_ms for r in rounds):7.3f}"
-            f"   {' '.join(f'{r.requests_per_second:.0f}' for r in rounds)}"
-        )
     ratio = medians["download, audit on"] / medians["download, audit off"]
     # On a shared machine the load moves between rounds more than the audit costs: the two
     # runs of one round, back to back, are the fairest comparison.

@@ -11,13 +11,12 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 import asyncpg
 
+from bench.medians import Run, median_table
 from broker.adapters.db import load_queries
 
 POLICY = "bench-rate-limited"
@@ -27,13 +26,6 @@ rate_limits = {{ create = "1000000/second" }}
 """
 TARGET_RATIO = 0.9
 CHECK_CALLS = 5000
-
-
-class Run(Protocol):
-    requests_per_second: float
-    p99_ms: float
-    app_cpu_ms: float
-    db_cpu_ms: float
 
 
 CreateRun = Callable[[int, str | None], Run]
@@ -59,22 +51,12 @@ def run(
                 flush=True,
             )
     check_us, round_trip_us = asyncio.run(_statement_costs(database_url))
+    table, medians = median_table(results, "variant", 12)
     lines = [
         f"Rate limits: POST /v1/uploads, limits off (default policy) and on ({POLICY}:"
         f" create = 1000000/second, never refused), median of {rounds} alternating rounds:",
-        f"  {'variant':12} {'req/s':>6} {'p99 ms':>7} {'app CPU':>8} {'PG CPU':>7}"
-        "   req/s by round",
+        *table,
     ]
-    medians = {}
-    for name, runs in results.items():
-        rps = statistics.median(r.requests_per_second for r in runs)
-        medians[name] = rps
-        lines.append(
-            f"  {name:12} {rps:6.0f} {statistics.median(r.p99_ms for r in runs):7.2f}"
-            f" {statistics.median(r.app_cpu_ms for r in runs):8.3f}"
-            f" {statistics.median(r.db_cpu_ms for r in runs):7.3f}   "
-            + " ".join(f"{r.requests_per_second:.0f}" for r in runs)
-        )
     ratio = medians["limits on"] / medians["limits off"]
     verdict = "PASS" if ratio >= TARGET_RATIO else "MISS"
     return [

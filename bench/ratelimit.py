@@ -81,7 +81,12 @@ async def _statement_costs(database_url: str) -> tuple[float, float]:
                 await call()  # type: ignore[misc]
             return (time.perf_counter() - started) / CHECK_CALLS * 1e6
 
-        arguments = {"keys": ["bench:cost"], "interval_seconds": [1e-6], "period_seconds": [1.0]}
+        arguments = {
+            "keys": ["bench:cost"],
+            "counts": [1],
+            "interval_seconds": [1e-6],
+            "period_seconds": [1.0],
+        }
         values = query.arguments(arguments)
         check = await per_call(lambda: take.fetch(*values))
         round_trip = await per_call(lambda: ping.fetchval())

@@ -75,7 +75,9 @@ def build(
     `connected`, the in-memory fakes in the unit suite. `listen(channel)` runs a LISTEN."""
     policies: Policies = load_policies(settings)
     # One limiter for the native and the Uppy routes: both count against the same limits.
-    limiter = rate_limits.RateLimiter(statements, policies.failed_auth_limit)
+    limiter = rate_limits.RateLimiter(
+        statements, policies.failed_auth_limit, clock=lambda: clock().timestamp()
+    )
 
     def new_uploads(part_size: int) -> uploads.Uploads:
         return uploads.Uploads(

@@ -543,12 +543,13 @@ class Queries:
     # ------------------------------------------------------------ rate limits
 
     async def take_rate_limit(
-        self, key: str, *, interval_seconds: float, period_seconds: float
-    ) -> float:
-        """0 when one action of `key`'s allowance was taken; else the seconds to wait. Sent
-        with the takes of concurrent requests, in one statement (adapters/rate_limits.py),
-        on a connection of its own even within a transaction: a limit is not undone."""
-        return await self.takes.take(key, float(interval_seconds), float(period_seconds))
+        self, key: str, *, count: int = 1, interval_seconds: float, period_seconds: float
+    ) -> tuple[int, float]:
+        """How many of `count` actions of `key`'s allowance were taken; when none, the seconds
+        to wait. Sent with the takes of concurrent requests, in one statement
+        (adapters/rate_limits.py), on a connection of its own even within a transaction: a
+        limit is not undone."""
+        return await self.takes.take(key, count, float(interval_seconds), float(period_seconds))
 
     async def delete_idle_rate_limits(self, limit: int) -> int:
         """Forget up to `limit` keys whose allowance is whole again; how many went."""

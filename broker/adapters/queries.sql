@@ -755,21 +755,22 @@ SELECT count(*) FROM webhook_deliveries WHERE status = 'dead';
 -- ---- rate limits (migration 0012): GCRA, one row per limited key
 
 -- name: take_rate_limits
--- Take actions of several keys' allowances at once: each element of :keys asks for one
--- action of that key, using :interval_seconds of its whole allowance of :period_seconds (a
+-- Take actions of several keys' allowances at once: each element of :keys asks for :counts
+-- actions of that key, using :interval_seconds of its whole allowance of :period_seconds (a
 -- rule of n per period: interval = period / n). A key's row holds tat, the moment its
 -- allowance is whole again; an action is allowed while tat, pushed on by one interval,
--- stays within one period from now. Of a key asked k times, as many as fit are taken
+-- stays within one period from now. Of a key asked k actions, as many as fit are taken
 -- (`taken`, 0..k: the first ones asked) and the rest refused. The guard is in the upsert's
 -- WHERE and rows are locked in key order, so concurrent batches of every process are counted
 -- one after the other, none over the limit gets through, and two batches never deadlock; a
 -- key with nothing to take is not changed. `last_taken` carries the count out of the upsert.
 -- wait_seconds: for the refused ones, the seconds until one would be allowed (positive).
 WITH asked AS (
-    SELECT key, count(*)::int AS wanted, min(interval_seconds) AS interval_seconds,
+    SELECT key, sum(n)::int AS wanted, min(interval_seconds) AS interval_seconds,
            min(period_seconds) AS period_seconds
-    FROM unnest(:keys::text[], :interval_seconds::float8[], :period_seconds::float8[])
-        AS a (key, interval_seconds, period_seconds)
+    FROM unnest(:keys::text[], :counts::int[], :interval_seconds::float8[],
+                :period_seconds::float8[])
+        AS a (key, n, interval_seconds, period_seconds)
     GROUP BY key
 ), taken AS (
     INSERT INTO rate_limits AS r (key, tat, last_taken)

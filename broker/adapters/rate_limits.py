@@ -11,11 +11,11 @@ Within a batch, the takes of one key are served in the order they were asked.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 
 from broker.adapters.db import Database
 
-Pending = tuple[str, float, float, "asyncio.Future[float]"]
+# key, actions asked, interval, period, and the future of (actions taken, seconds to wait)
+Pending = tuple[str, int, float, float, "asyncio.Future[tuple[int, float]]"]
 
 
 class TakeBatcher:
@@ -27,10 +27,13 @@ class TakeBatcher:
         self.pending: list[Pending] = []
         self.sender: asyncio.Task[None] | None = None
 
-    async def take(self, key: str, interval_seconds: float, period_seconds: float) -> float:
-        """0 when one action of `key` was taken; else the seconds until one would be."""
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self.pending.append((key, interval_seconds, period_seconds, future))
+    async def take(
+        self, key: str, count: int, interval_seconds: float, period_seconds: float
+    ) -> tuple[int, float]:
+        """How many of `count` actions of `key` were taken (the first ones that fit), and
+        when none was, the seconds until one would be."""
+        future: asyncio.Future[tuple[int, float]] = asyncio.get_running_loop().create_future()
+        self.pending.append((key, count, interval_seconds, period_seconds, future))
         if self.sender is None:
             # Started on the next turn of the loop: takes asked in this one join the batch.
             self.sender = asyncio.create_task(self._send())
@@ -56,18 +59,23 @@ class TakeBatcher:
                 self.pending = []
 
     async def _send_batch(self, batch: list[Pending]) -> None:
-        keys, intervals, periods = [], [], []
-        for key, interval, period, _ in batch:
+        keys, counts, intervals, periods = [], [], [], []
+        for key, count, interval, period, _ in batch:
             keys.append(key)
+            counts.append(count)
             intervals.append(interval)
             periods.append(period)
-        arguments = {"keys": keys, "interval_seconds": intervals, "period_seconds": periods}
+        arguments = {
+            "keys": keys,
+            "counts": counts,
+            "interval_seconds": intervals,
+            "period_seconds": periods,
+        }
         rows = await self.db.fetch(self.query, self.query.arguments(arguments))
         outcome = {row[0]: (row[1], row[2]) for row in rows}
-        served: defaultdict[str, int] = defaultdict(int)
-        for key, _, _, future in batch:
-            taken, wait = outcome[key]
-            if future.done():  # its request went away meanwhile
-                continue
-            served[key] += 1
-            future.set_result(0.0 if served[key] <= taken else float(wait))
+        left = {key: taken for key, (taken, _) in outcome.items()}
+        for key, count, _, _, future in batch:
+            given = min(count, left[key])  # in the order they were asked
+            left[key] -= given
+            if not future.done():  # else its request went away meanwhile
+                future.set_result((given, 0.0 if given else float(outcome[key][1])))

@@ -305,11 +305,12 @@ class Queries(Protocol):
     async def recent_reconciler_runs(self, limit: int) -> list[ReconcilerRun]: ...
 
     async def take_rate_limit(
-        self, key: str, *, interval_seconds: float, period_seconds: float
-    ) -> float:
-        """Take one action of `key`'s allowance (GCRA: each action uses `interval_seconds`
-        of a whole allowance of `period_seconds`), atomically across processes: 0 when
-        taken, else the seconds until one would be (nothing is taken then)."""
+        self, key: str, *, count: int = 1, interval_seconds: float, period_seconds: float
+    ) -> tuple[int, float]:
+        """Take up to `count` actions of `key`'s allowance (GCRA: each action uses
+        `interval_seconds` of a whole allowance of `period_seconds`), atomically across
+        processes: how many were taken (as many as fit) and, when none was, the seconds until
+        one would be."""
         ...
 
     async def delete_idle_rate_limits(self, limit: int) -> int:

@@ -1,11 +1,16 @@
 """Rate limits: per owner on creates, part signings and downloads (per policy), and per
 client address on failed authentications. No HTTP.
 
-The counts live in PostgreSQL (queries.sql take_rate_limit), so every broker process shares
-them: one statement, one round trip, per limited request. A limit that is not set costs
-nothing. An address over its failed-authentication limit is also remembered in this process
-until its wait is over, so its next requests are refused before their token is checked and
-without asking the database (docs/operations.md#rate-limits).
+The counts live in PostgreSQL (queries.sql take_rate_limits), so every broker process shares
+them. A limit that is not set costs nothing. A limit below 40 actions a second is counted
+exactly, one take per action. Above that, a process that uses a key's allowance steadily
+takes a lease of several actions at once (at most LEASE_SHARE of a second's allowance, and
+LEASE_MAX), which it hands out itself for LEASE_SECONDS at most: what a lease did not use is
+lost, so across processes the limit is never exceeded, and an owner may be refused while a
+process still holds at most that share. An address over its failed-authentication limit is
+also remembered in this process until its wait is over, so its next requests are refused
+before their token is checked and without asking the database; so is an owner's refusal
+(docs/operations.md#rate-limits).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from broker import metrics
 from broker.domain import errors
@@ -24,6 +30,25 @@ log = logging.getLogger("broker.rate_limits")
 # Addresses remembered as blocked in one process; past this, the expired ones are dropped
 # (and, under a flood of distinct addresses, all: the database still counts each).
 MAX_BLOCKED_ADDRESSES = 10_000
+LEASE_SHARE = 0.05  # of a key's allowance per second: the most a lease may take
+LEASE_MAX = 64
+LEASE_SECONDS = 1.0  # a lease's actions are used within this, or lost
+MAX_LEASES = 10_000
+
+
+@dataclass
+class Lease:
+    """Actions of one key taken from the database and not yet handed out; or, with size 0,
+    a refusal that stands until `until`."""
+
+    left: int
+    until: float  # clock
+    size: int  # how many it took
+
+
+def lease_cap(rate: Rate) -> int:
+    """The most actions of this rate one lease may take: 1 (exact) up to 40 a second."""
+    return max(1, min(LEASE_MAX, int(rate.actions / rate.period_seconds * LEASE_SHARE)))
 
 
 class RateLimiter:
@@ -39,24 +64,35 @@ class RateLimiter:
         self.failed_auth = failed_auth
         self.clock = clock
         self.blocked: dict[str, float] = {}  # client address -> when its wait ends (clock)
+        self.leases: dict[str, Lease] = {}
 
     async def take(self, action: Action, rate: Rate | None, policy: str, owner: str) -> None:
         """Count one `action` of `owner` under `policy`; RateLimited (nothing counted) when it
         would exceed `rate`. No limit (None): nothing to do."""
         if rate is None:
             return
-        wait = await self.queries.take_rate_limit(
-            f"{action}:{policy}:{owner}",
+        key = f"{action}:{policy}:{owner}"
+        lease = self.leases.get(key)
+        now = self.clock()
+        if lease is not None and now < lease.until:
+            if lease.left > 0:
+                lease.left -= 1
+                return
+            if lease.size == 0:  # refused: the database would say the same until then
+                raise _refusal(action, rate, policy, lease.until - now)
+        cap = lease_cap(rate)
+        size = _next_lease_size(lease, cap, now)
+        taken, wait = await self.queries.take_rate_limit(
+            key,
+            count=size,
             interval_seconds=rate.interval_seconds,
             period_seconds=rate.period_seconds,
         )
-        if wait > 0:
-            metrics.RATE_LIMITED.labels(action).inc()
-            raise errors.RateLimited(
-                retry_after_seconds(wait),
-                f"more than {rate} {action} for this owner under policy {policy!r}",
-                details={"action": action, "limit": str(rate), "policy": policy},
-            )
+        if not taken:
+            self._keep_lease(key, Lease(0, self.clock() + wait, 0))
+            raise _refusal(action, rate, policy, wait)
+        if cap > 1:
+            self._keep_lease(key, Lease(taken - 1, self.clock() + LEASE_SECONDS, size))
 
     def address_blocked(self, address: str | None) -> errors.RateLimited | None:
         """The refusal for a client address still over its failed-authentication limit (as
@@ -79,12 +115,12 @@ class RateLimiter:
         rate = self.failed_auth
         if rate is None or address is None:
             return None
-        wait = await self.queries.take_rate_limit(
+        taken, wait = await self.queries.take_rate_limit(
             f"{Action.FAILED_AUTH}:{address}",
             interval_seconds=rate.interval_seconds,
             period_seconds=rate.period_seconds,
         )
-        if wait <= 0:
+        if taken:
             return None
         if len(self.blocked) >= MAX_BLOCKED_ADDRESSES:
             now = self.clock()
@@ -95,6 +131,14 @@ class RateLimiter:
         metrics.RATE_LIMITED.labels(Action.FAILED_AUTH).inc()
         log.warning("rate_limit.address_blocked", extra={"address": address, "seconds": wait})
         return self._address_refusal(wait)
+
+    def _keep_lease(self, key: str, lease: Lease) -> None:
+        if len(self.leases) >= MAX_LEASES:
+            now = self.clock()
+            self.leases = {k: kept for k, kept in self.leases.items() if kept.until > now}
+            if len(self.leases) >= MAX_LEASES:
+                self.leases.clear()
+        self.leases[key] = lease
 
     def _address_refusal(self, wait: float) -> errors.RateLimited:
         assert self.failed_auth is not None
@@ -114,3 +158,21 @@ class RateLimiter:
             if deleted < batch:
                 break
         return total
+
+
+def _refusal(action: Action, rate: Rate, policy: str, wait: float) -> errors.RateLimited:
+    metrics.RATE_LIMITED.labels(action).inc()
+    return errors.RateLimited(
+        retry_after_seconds(wait),
+        f"more than {rate} {action} for this owner under policy {policy!r}",
+        details={"action": action, "limit": str(rate), "policy": policy},
+    )
+
+
+def _next_lease_size(lease: Lease | None, cap: int, now: float) -> int:
+    """How many actions the next lease of a key asks for: twice the last one's when it was
+    used up in time, what it handed out when it ran out of time, 1 at first; up to `cap`."""
+    if lease is None or lease.size == 0:
+        return 1
+    wanted = 2 * lease.size if now < lease.until else lease.size - lease.left
+    return min(cap, max(1, wanted))

@@ -171,27 +171,31 @@ def test_the_openapi_document_gives_429_and_its_retry_after_on_limited_routes(li
 
 
 def test_takes_asked_together_go_in_one_batch_and_get_exactly_what_fits(database_url):
-    async def scenario() -> tuple[list[float], list[float], int]:
+    async def scenario() -> tuple[list[Any], list[Any], Any, int]:
         database = await db.Database.connect(database_url, min_size=1, max_size=2)
         try:
             statements = queries.Queries(database)
 
-            def take(key: str) -> Any:
-                return statements.take_rate_limit(key, interval_seconds=12, period_seconds=60)
+            def take(key: str, count: int = 1) -> Any:
+                return statements.take_rate_limit(
+                    key, count=count, interval_seconds=12, period_seconds=60
+                )
 
             burst = await asyncio.gather(*(take("create:p:ann") for _ in range(8)))
             others = await asyncio.gather(take("create:p:bob"), take("failed_auth:10.0.0.1"))
+            lease = await take("create:p:cy", count=3), await take("create:p:cy", count=3)
             rows = await database.pool.fetch("SELECT key FROM rate_limits")
-            return burst, others, len(rows)
+            return burst, others, lease, len(rows)
         finally:
             await database.close()
 
-    burst, others, keys = asyncio.run(scenario())
+    burst, others, lease, keys = asyncio.run(scenario())
 
-    assert burst[:5] == [0.0] * 5  # the first five asked, in order
-    assert all(11 < wait <= 12 for wait in burst[5:])  # the next one in 12 s
-    assert others == [0.0, 0.0]
-    assert keys == 3
+    assert burst[:5] == [(1, 0.0)] * 5  # the first five asked, in order
+    assert all(taken == 0 and 11 < wait <= 12 for taken, wait in burst[5:])  # next in 12 s
+    assert others == [(1, 0.0), (1, 0.0)]
+    assert lease == ((3, 0.0), (2, 0.0))  # several at once: as many as fit
+    assert keys == 4
 
 
 def test_with_the_database_down_a_bad_token_is_still_401_and_a_limited_create_503(

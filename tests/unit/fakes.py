@@ -134,6 +134,7 @@ class MemoryQueries(MemoryWebhooks, MemoryDownloads):
         self.scan_jobs: dict[uuid.UUID, ScanJob] = {}
         self.check_after: dict[uuid.UUID, datetime] = {}  # migration 0010's column
         self.rate_limits: dict[str, datetime] = {}  # migration 0012: key -> tat
+        self.rate_limit_statements = 0
         self.scan_wakeups: list[Callable[[str], None]] = []
         self.available = True
         self.sweep_busy = False  # another process holds the orphan sweep lock
@@ -723,16 +724,22 @@ class MemoryQueries(MemoryWebhooks, MemoryDownloads):
         return sorted(self.runs, key=lambda run: run.started_at, reverse=True)[:limit]
 
     async def take_rate_limit(
-        self, key: str, *, interval_seconds: float, period_seconds: float
-    ) -> float:
-        """GCRA as queries.sql's take_rate_limit, on the hand-moved clock."""
+        self, key: str, *, count: int = 1, interval_seconds: float, period_seconds: float
+    ) -> tuple[int, float]:
+        """GCRA as queries.sql's take_rate_limits, on the hand-moved clock."""
         self._check()
+        self.rate_limit_statements += 1
         now = self.clock()
-        tat = max(self.rate_limits.get(key, now), now) + timedelta(seconds=interval_seconds)
-        if tat - now <= timedelta(seconds=period_seconds):
+        taken = 0
+        while taken < count:
+            tat = max(self.rate_limits.get(key, now), now) + timedelta(seconds=interval_seconds)
+            if tat - now > timedelta(seconds=period_seconds):
+                if taken:
+                    break
+                return 0, max((tat - now).total_seconds() - period_seconds, 0.001)
             self.rate_limits[key] = tat
-            return 0.0
-        return max((tat - now).total_seconds() - period_seconds, 0.001)
+            taken += 1
+        return taken, 0.0
 
     async def delete_idle_rate_limits(self, limit: int) -> int:
         self._check()

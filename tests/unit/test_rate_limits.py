@@ -214,3 +214,45 @@ async def test_without_a_failed_authentication_limit_nothing_is_counted():
     for _ in range(100):
         assert await limiter.failed_authentication("10.0.0.1") is None
     assert queries.rate_limits == {}
+
+
+async def test_a_low_limit_is_counted_exactly_one_take_per_action():
+    queries = MemoryQueries()
+    limiter = RateLimiter(queries, None, clock=Ticks())
+    rate = parse_rate("30/second")  # below 40 a second: no lease
+    for _ in range(30):
+        await limiter.take(Action.CREATE, rate, "p", OWNER)
+    with pytest.raises(errors.RateLimited):
+        await limiter.take(Action.CREATE, rate, "p", OWNER)
+    assert queries.rate_limit_statements == 31
+
+
+async def test_a_high_limit_used_steadily_is_leased_and_never_exceeded_across_processes():
+    """Two processes share one database; the clock stands still, so exactly the burst of
+    1,000 is allowed, whoever holds leases, and it takes far fewer statements."""
+    queries, ticks = MemoryQueries(), Ticks()
+    processes = [RateLimiter(queries, None, clock=ticks) for _ in range(2)]
+    rate = parse_rate("1000/second")
+    allowed = refused = 0
+    for number in range(1500):
+        try:
+            await processes[number % 2].take(Action.CREATE, rate, "p", OWNER)
+            allowed += 1
+        except errors.RateLimited:
+            refused += 1
+    assert allowed <= 1000
+    assert allowed >= 1000 - 2 * 50  # at most a lease per process held back
+    assert queries.rate_limit_statements < 200
+
+
+async def test_a_lease_not_used_in_time_is_lost_and_the_next_one_asks_for_what_was_used():
+    queries, ticks = MemoryQueries(), Ticks()
+    limiter = RateLimiter(queries, None, clock=ticks)
+    rate = parse_rate("1000/second")  # leases of up to 50
+    for _ in range(1 + 2 + 4):  # leases of 1, 2 and 4 actions, each used up
+        await limiter.take(Action.CREATE, rate, "p", OWNER)
+    assert limiter.leases[f"create:p:{OWNER}"].size == 4
+    await limiter.take(Action.CREATE, rate, "p", OWNER)  # a lease of 8: 7 left
+    ticks.now += 2  # the 7 are lost
+    await limiter.take(Action.CREATE, rate, "p", OWNER)
+    assert limiter.leases[f"create:p:{OWNER}"].size == 1  # it handed out 1

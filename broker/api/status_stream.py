@@ -178,7 +178,9 @@ class StatusStreamShortcut:
                 request.headers.get("last-event-id"),
             )
         except errors.BrokerError as exc:
-            response: Response = JSONResponse(exc.to_body(), status_code=exc.status)
+            response: Response = JSONResponse(
+                exc.to_body(), status_code=exc.status, headers=exc.headers()
+            )
         else:
             response = EventStream(events)
         del request  # its parsed headers and query are not kept for the stream's life

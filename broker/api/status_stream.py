@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker import auth
-from broker.api import security_doc
+from broker.api import address_limits, security_doc
 from broker.api.deps import bearer_token, flows_of, token_error, verify
 from broker.api.errors_doc import responses
 from broker.domain import errors
@@ -177,9 +177,12 @@ class StatusStreamShortcut:
                 request.query_params.get("token"),
                 request.headers.get("last-event-id"),
             )
-        except errors.BrokerError as exc:
+        except errors.BrokerError as refused:
+            error = refused
+            if error.status == 401:  # as the app's error handler counts them
+                error = await address_limits.count_failed_authentication(request, error)
             response: Response = JSONResponse(
-                exc.to_body(), status_code=exc.status, headers=exc.headers()
+                error.to_body(), status_code=error.status, headers=error.headers()
             )
         else:
             response = EventStream(events)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -147,7 +148,8 @@ def test_an_address_failing_authentication_too_often_is_refused_even_with_a_good
     limited, auth_headers
 ):
     forged = {"authorization": "Bearer " + auth.issue_token("x" * 32, "mallory")}
-    answers = [limited.get("/v1/uploads", headers=forged) for _ in range(4)]
+    stream = f"/v1/uploads/{uuid.uuid4()}/events"  # the live status stream counts them too
+    answers = [limited.get(path, headers=forged) for path in ["/v1/uploads", stream] * 2]
 
     assert [a.status_code for a in answers[:3]] == [401, 401, 401]
     assert_rate_limited(answers[3], "failed_auth")

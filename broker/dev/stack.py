@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from broker import config
+from broker import config, serving
 from broker.dev import clamd, devstack
 
 
@@ -51,6 +51,16 @@ def dev(
     if not os.environ.get("BROKER_CLAMD_ADDRESS") and not os.environ.get("BROKER_SCAN_COMMAND"):
         scanner = clamd.LocalClamd(state_dir / "clamd")
         os.environ["BROKER_CLAMD_ADDRESS"] = scanner.address
+
+    def stop_services() -> None:
+        if scanner is not None:
+            scanner.stop()
+        minio.stop()
+        postgres.stop()
+        print("stopped clamd, MinIO and PostgreSQL", flush=True)
+
+    # A second signal forces the broker out past this function's `finally`.
+    serving.on_forced_exit(stop_services)
     try:
         print(f"starting PostgreSQL on 127.0.0.1:{pg_port} ...", flush=True)
         postgres.start()
@@ -72,11 +82,7 @@ def dev(
         )
         serve(host, port, 1)
     finally:
-        if scanner is not None:
-            scanner.stop()
-        minio.stop()
-        postgres.stop()
-        print("stopped clamd, MinIO and PostgreSQL", flush=True)
+        stop_services()
 
 
 def _dev_environment(state_dir: Path, env_file: Path) -> dict[str, str]:

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from broker import metrics
 from broker.domain import errors
@@ -26,14 +27,15 @@ from broker.domain.rate_limits import Action, Rate, retry_after_seconds
 from broker.flows.ports import Queries
 
 log = logging.getLogger("broker.rate_limits")
+T = TypeVar("T")
 
-# Addresses remembered as blocked in one process; past this, the expired ones are dropped
-# (and, under a flood of distinct addresses, all: the database still counts each).
-MAX_BLOCKED_ADDRESSES = 10_000
+# Addresses remembered as blocked, and owners' leases and refusals, in one process; past this
+# many, the ended ones are dropped (and, under a flood of distinct keys, all: the database
+# still counts each).
+MAX_ENTRIES = 10_000  # of either: blocked addresses, leases and refusals
 LEASE_SHARE = 0.05  # of a key's allowance per second: the most a lease may take
 LEASE_MAX = 64
 LEASE_SECONDS = 1.0  # a lease's actions are used within this, or lost
-MAX_LEASES = 10_000
 
 
 @dataclass
@@ -122,23 +124,14 @@ class RateLimiter:
         )
         if taken:
             return None
-        if len(self.blocked) >= MAX_BLOCKED_ADDRESSES:
-            now = self.clock()
-            self.blocked = {a: t for a, t in self.blocked.items() if t > now}
-            if len(self.blocked) >= MAX_BLOCKED_ADDRESSES:
-                self.blocked.clear()
-        self.blocked[address] = self.clock() + wait
+        now = self.clock()
+        _put_bounded(self.blocked, address, now + wait, lambda until: until, now)
         metrics.RATE_LIMITED.labels(Action.FAILED_AUTH).inc()
         log.warning("rate_limit.address_blocked", extra={"address": address, "seconds": wait})
         return self._address_refusal(wait)
 
     def _keep_lease(self, key: str, lease: Lease) -> None:
-        if len(self.leases) >= MAX_LEASES:
-            now = self.clock()
-            self.leases = {k: kept for k, kept in self.leases.items() if kept.until > now}
-            if len(self.leases) >= MAX_LEASES:
-                self.leases.clear()
-        self.leases[key] = lease
+        _put_bounded(self.leases, key, lease, lambda kept: kept.until, self.clock())
 
     def _address_refusal(self, wait: float) -> errors.RateLimited:
         assert self.failed_auth is not None
@@ -158,6 +151,19 @@ class RateLimiter:
             if deleted < batch:
                 break
         return total
+
+
+def _put_bounded(
+    entries: dict[str, T], key: str, value: T, ends: Callable[[T], float], now: float
+) -> None:
+    """Store `value`, first dropping the entries that have ended once there are MAX_ENTRIES
+    (all of them, if none has)."""
+    if len(entries) >= MAX_ENTRIES:
+        for ended in [k for k, entry in entries.items() if ends(entry) <= now]:
+            del entries[ended]
+        if len(entries) >= MAX_ENTRIES:
+            entries.clear()
+    entries[key] = value
 
 
 def _refusal(action: Action, rate: Rate, policy: str, wait: float) -> errors.RateLimited:
